@@ -1,0 +1,1 @@
+"""Usher's engine: everything that is not HTTP."""

@@ -1,0 +1,247 @@
+"""SQLModel tables: the database is the source of truth, Redis only delivers."""
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Return the current time, aware and in UTC, as SQLModel's UTCDateTime requires."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """Return a random 32-hex-digit id, unguessable across integrations."""
+    return uuid.uuid4().hex
+
+
+class JobStatus(StrEnum):
+    """Where a reconcile job stands."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class ActionStatus(StrEnum):
+    """How one flow run inside a job ended."""
+
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class StepStatus(StrEnum):
+    """How one flow step ended; `skipped` is an "already so" branch, recorded all the same."""
+
+    ok = "ok"
+    skipped = "skipped"
+    failed = "failed"
+
+
+class Integration(SQLModel, table=True):
+    """One IdP connection to one running instance of an app."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    app: str = Field(index=True, max_length=64)
+    name: str = Field(max_length=200)
+    base_url: str = Field(max_length=2000)
+    scim_token_hash: str = Field(unique=True, max_length=64)
+    health: str = Field(default="under_validation", max_length=32)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class IntegrationSecret(SQLModel, table=True):
+    """One secret of an integration, encrypted by the vault."""
+
+    __tablename__ = "integration_secret"
+    integration_id: str = Field(foreign_key="integration.id", primary_key=True, max_length=32)
+    name: str = Field(primary_key=True, max_length=100)
+    ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Identity(SQLModel, table=True):
+    """A SCIM User of one integration: what the IdP says the account should be."""
+
+    __table_args__ = (
+        UniqueConstraint("integration_id", "user_name_key", name="uq_identity_user_name"),
+        Index("ix_identity_external_id", "integration_id", "external_id"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
+    user_name: str = Field(max_length=500)
+    user_name_key: str = Field(max_length=500, description="userName case-folded, for eq.")
+    external_id: str | None = Field(default=None, max_length=500)
+    display_name: str | None = Field(default=None, max_length=500)
+    active: bool = True
+    resource: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    version: int = 1
+    generation: int = Field(default=1, description="Bumped by each change the app's flows see.")
+    deleted_at: datetime | None = Field(
+        default=None, description="Set by a SCIM DELETE: hidden from SCIM, deprovisioned."
+    )
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ScimGroup(SQLModel, table=True):
+    """A SCIM Group of one integration; its members live in Membership."""
+
+    __tablename__ = "scim_group"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "display_name_key", name="uq_group_display_name"),
+        Index("ix_scim_group_external_id", "integration_id", "external_id"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
+    display_name: str = Field(max_length=500)
+    display_name_key: str = Field(max_length=500)
+    external_id: str | None = Field(default=None, max_length=500)
+    resource: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    version: int = 1
+    generation: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Membership(SQLModel, table=True):
+    """One member of a group, kept as a row so that thousands need no rewrite of the group."""
+
+    group_id: str = Field(foreign_key="scim_group.id", primary_key=True, max_length=32)
+    member_id: str = Field(primary_key=True, max_length=32, index=True)
+    member_type: str = Field(default="User", max_length=16)
+    display: str | None = Field(default=None, max_length=500)
+
+
+class AppAccount(SQLModel, table=True):
+    """What Usher last saw of an identity's account in the app, with the app's own key."""
+
+    __tablename__ = "app_account"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
+    identity_id: str = Field(foreign_key="identity.id", unique=True, max_length=32)
+    app_key: str | None = Field(default=None, max_length=500)
+    exists: bool = False
+    active: bool | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    entitlements: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    """One reconcile run for one identity: "make the account match the IdP now"."""
+
+    __table_args__ = (
+        Index(
+            "uq_job_queued_identity",
+            "identity_id",
+            unique=True,
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
+            "uq_job_queued_group",
+            "group_id",
+            unique=True,
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index("ix_job_status_lease", "status", "lease_until"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
+    identity_id: str | None = Field(
+        default=None, foreign_key="identity.id", index=True, max_length=32
+    )
+    group_id: str | None = Field(
+        default=None,
+        foreign_key="scim_group.id",
+        index=True,
+        max_length=32,
+        description="A group job expands into its members' identity jobs.",
+    )
+    status: str = Field(default=JobStatus.queued, max_length=16)
+    attempt: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_until: datetime | None = None
+    worker: str | None = Field(default=None, max_length=200)
+    error: str | None = None
+
+
+class Action(SQLModel, table=True):
+    """One flow run inside a job (create_user, grant_entitlement, ...)."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=32)
+    attempt: int = 1
+    position: int = 0
+    name: str = Field(max_length=64)
+    target: str | None = Field(default=None, max_length=500, description="Entitlement value.")
+    status: str = Field(default=ActionStatus.running, max_length=16)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+class Step(SQLModel, table=True):
+    """One flow step: what ran, how long, which locator matched, and its screenshot."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    action_id: str = Field(foreign_key="action.id", index=True, max_length=32)
+    position: int = 0
+    name: str = Field(max_length=200)
+    kind: str = Field(max_length=32)
+    status: str = Field(default=StepStatus.ok, max_length=16)
+    duration_ms: int = 0
+    locator: str | None = Field(default=None, max_length=1000)
+    url: str | None = Field(default=None, max_length=2000)
+    error: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+
+
+class Evidence(SQLModel, table=True):
+    """One evidence file (screenshot, stripped HTML, console log) with its SHA-256."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=32)
+    step_id: str | None = Field(default=None, foreign_key="step.id", index=True, max_length=32)
+    kind: str = Field(max_length=32)
+    key: str = Field(max_length=500, description="Where the EvidenceStore keeps it.")
+    content_type: str = Field(max_length=100)
+    sha256: str = Field(max_length=64)
+    size: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """An operator's API token; only its hash is stored."""
+
+    __tablename__ = "api_token"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(max_length=200)
+    token_hash: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """A read-only log line: who did what to which target."""
+
+    __tablename__ = "audit_event"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=200)
+    event: str = Field(max_length=100)
+    integration_id: str | None = Field(default=None, index=True, max_length=32)
+    target: str | None = Field(default=None, max_length=500)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

