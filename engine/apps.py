@@ -1,0 +1,131 @@
+"""App templates: `flows/<app>/app.yaml` says what an app needs and what its flows do."""
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.profile import USER_VARIABLES
+
+ACTIONS = (
+    "login",
+    "create_user",
+    "update_user",
+    "grant_entitlement",
+    "revoke_entitlement",
+    "set_role",
+    "deactivate_user",
+    "reactivate_user",
+    "list_users",
+    "delete_user",
+)
+
+
+class AppError(Exception):
+    """An app template is unknown or broken; the message says which and why."""
+
+
+class SecretSpec(BaseModel):
+    """A secret an integration of this app must hold; only its name lives in the template."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["password", "totp_seed", "text"] = "password"
+    label: str | None = None
+
+
+class Entitlement(BaseModel):
+    """An entitlement of the app's catalogue; the IT admin assigns `value` to IdP groups."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: str = Field(min_length=1)
+    label: str
+    kind: Literal["multi", "exclusive"] = "multi"
+    rank: int = 0
+    description: str | None = None
+
+
+class Limits(BaseModel):
+    """Default concurrency and pace for one app instance."""
+
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int = Field(default=2, ge=1, le=50)
+    actions_per_minute: int = Field(default=60, ge=1)
+
+
+class AppTemplate(BaseModel):
+    """The template of an app, shared by every integration of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    label: str
+    description: str | None = None
+    secrets: list[SecretSpec] = Field(default_factory=list)
+    attributes: list[str] = Field(default_factory=list)
+    entitlements: list[Entitlement] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    actions: list[str] = Field(min_length=1)
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Hosts other than the base URL's a flow may visit."
+    )
+    folder: Path = Field(default=Path(), exclude=True)
+
+    @field_validator("attributes")
+    @classmethod
+    def _known_attributes(cls, value: list[str]) -> list[str]:
+        """Refuse an attribute no SCIM mapping fills, since no flow could ever see it."""
+        unknown = sorted(set(value) - set(USER_VARIABLES))
+        if unknown:
+            raise ValueError(f"unknown user attributes {unknown}; known: {list(USER_VARIABLES)}")
+        return value
+
+    @field_validator("actions")
+    @classmethod
+    def _known_actions(cls, value: list[str]) -> list[str]:
+        """Refuse an action Usher would never call."""
+        unknown = sorted(set(value) - set(ACTIONS))
+        if unknown:
+            raise ValueError(f"unknown actions {unknown}; known: {list(ACTIONS)}")
+        return value
+
+    @property
+    def used_attributes(self) -> frozenset[str]:
+        """Return the `user.*` variables whose change needs a job."""
+        return frozenset(self.attributes)
+
+    def flow_path(self, action: str) -> Path:
+        """Return the YAML file of one action's flow."""
+        return self.folder / f"{action}.yaml"
+
+    def secret(self, name: str) -> SecretSpec | None:
+        """Return a declared secret by name."""
+        return next((s for s in self.secrets if s.name == name), None)
+
+
+def available_apps(flows_dir: Path) -> list[str]:
+    """Return the apps that have a template under the flows dir."""
+    return sorted(p.parent.name for p in flows_dir.glob("*/app.yaml"))
+
+
+@cache
+def _load(path: Path, mtime: float) -> AppTemplate:
+    """Parse one app.yaml; cached by modification time so edits are seen."""
+    try:
+        data = yaml.safe_load(path.read_text())
+        template = AppTemplate.model_validate(data)
+    except (OSError, yaml.YAMLError, ValidationError) as error:
+        raise AppError(f"{path}: {error}") from error
+    if template.name != path.parent.name:
+        raise AppError(f"{path}: name {template.name!r} differs from its folder")
+    return template.model_copy(update={"folder": path.parent})
+
+
+def load_app(flows_dir: Path, name: str) -> AppTemplate:
+    """Return the template of an app, or raise AppError naming the apps there are."""
+    path = flows_dir / name / "app.yaml"
+    if not path.is_file():
+        known = ", ".join(available_apps(flows_dir)) or "none"
+        raise AppError(f"unknown app {name!r} (apps in {flows_dir}: {known})")
+    return _load(path, path.stat().st_mtime)

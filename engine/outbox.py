@@ -1,0 +1,82 @@
+"""Dirty-marking: a SCIM change and the job that will reconcile it commit together."""
+
+from typing import Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.apps import AppTemplate
+from engine.models import Identity, Job, JobStatus, ScimGroup
+from engine.profile import watched_projection
+
+
+class ChangeMarker(Protocol):
+    """What the SCIM storage tells about each change, inside the request's transaction."""
+
+    async def user_changed(self, identity: Identity, before: dict | None) -> None:
+        """Record that a User was created (before None), replaced, patched or deleted."""
+        ...
+
+    async def group_changed(self, group: ScimGroup, changed_member_ids: set[str]) -> None:
+        """Record that a Group's members or attributes changed."""
+        ...
+
+
+async def ensure_queued_job(
+    session: AsyncSession,
+    integration_id: str,
+    *,
+    identity_id: str | None = None,
+    group_id: str | None = None,
+) -> Job:
+    """Return the queued job of an identity or group, creating it if there is none.
+
+    A partial unique index allows one queued job per identity, so ten changes
+    before a worker runs are one job, even from concurrent requests.
+    """
+    column = Job.identity_id if identity_id is not None else Job.group_id
+    target = identity_id if identity_id is not None else group_id
+    query = select(Job).where(column == target, Job.status == JobStatus.queued)
+    existing = (await session.exec(query)).first()
+    if existing is not None:
+        return existing
+    job = Job(integration_id=integration_id, identity_id=identity_id, group_id=group_id)
+    try:
+        async with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        return (await session.exec(query)).one()
+    return job
+
+
+class Outbox:
+    """Mark identities dirty for one app's template; the caller enqueues `pending` after commit."""
+
+    def __init__(self, session: AsyncSession, template: AppTemplate) -> None:
+        self.session = session
+        self.template = template
+        self.pending: dict[str, Job] = {}
+
+    async def user_changed(self, identity: Identity, before: dict | None) -> None:
+        """Bump the identity's generation and queue a job when its flows see the change."""
+        after = None if identity.deleted_at is not None else identity.resource
+        used = self.template.used_attributes
+        unchanged = watched_projection(before, used) == watched_projection(after, used)
+        if before is not None and after is not None and unchanged:
+            return
+        identity.generation += 1
+        self.session.add(identity)
+        job = await ensure_queued_job(
+            self.session, identity.integration_id, identity_id=identity.id
+        )
+        self.pending[job.id] = job
+
+    async def group_changed(self, group: ScimGroup, changed_member_ids: set[str]) -> None:
+        """Queue one job for the group; the worker expands it to the members it affects."""
+        if not changed_member_ids:
+            return
+        group.generation += 1
+        self.session.add(group)
+        job = await ensure_queued_job(self.session, group.integration_id, group_id=group.id)
+        self.pending[job.id] = job
