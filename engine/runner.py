@@ -1,0 +1,445 @@
+"""Replay a flow's steps on a Playwright page, with a masked screenshot after each step."""
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Locator as PwLocator
+from playwright.async_api import Page, Request, Route, expect
+
+from engine.constants import MASK_COLOR
+from engine.flows import Expectation, Flow, FlowError, Locator, Step, render, uses_secret
+from engine.totp import TotpLedger, fresh_code
+
+POLL_S = 0.1
+NAVIGATION_GRACE_S = 0.1
+REDACTED = "•••"
+
+STRIPPED_HTML_JS = """() => {
+  const root = document.documentElement.cloneNode(true);
+  for (const el of root.querySelectorAll('input, textarea, select, option')) {
+    el.removeAttribute('value');
+    if (el.tagName === 'TEXTAREA') el.textContent = '';
+  }
+  return '<!doctype html>\\n' + root.outerHTML;
+}"""
+
+
+class FlowFailed(Exception):
+    """A flow could not reach its result; transient failures are worth another attempt."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass
+class StepResult:
+    """What one step did, as recorded on the Step row."""
+
+    position: int
+    name: str
+    kind: str
+    status: str
+    duration_ms: int
+    locator: str | None
+    url: str | None
+    error: str | None = None
+
+
+@dataclass
+class Artifact:
+    """One evidence file produced by a step."""
+
+    kind: str
+    data: bytes
+    content_type: str
+    suffix: str
+
+
+class StepSink(Protocol):
+    """Where the runner hands each step's result and evidence as it happens."""
+
+    async def record(self, result: StepResult, artifacts: list[Artifact]) -> None:
+        """Keep one step's result and its evidence."""
+        ...
+
+
+@dataclass
+class FlowOutcome:
+    """How a flow ended: `already` when it found the state already so."""
+
+    already: bool = False
+    extracted: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """Everything a flow may read, and the guards around secrets."""
+
+    base_url: str
+    secrets: dict[str, str]
+    variables: dict[str, Any]
+    ledger: TotpLedger
+    totp_account: str
+    allowed_hosts: list[str] = field(default_factory=list)
+    step_timeout_ms: int = 10_000
+
+
+class _Already(Exception):
+    """Stop a flow whose state is already so."""
+
+
+class FlowRunner:
+    """Run flows on one page, one step at a time, recording every step."""
+
+    def __init__(self, page: Page, run: RunContext, sink: StepSink) -> None:
+        self.page = page
+        self.run_context = run
+        self.sink = sink
+        self.position = 0
+        self.extracted: dict[str, str] = {}
+        self.secret_targets: list[PwLocator] = []
+        self.console: list[str] = []
+        self.origin = _origin(run.base_url)
+        page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
+
+    async def guard_navigation(self) -> None:
+        """Block top-level navigation to hosts the app's template does not allow."""
+        await self.page.context.route("**/*", self._route)
+
+    async def _route(self, route: Route, request: Request) -> None:
+        """Abort a document request to a foreign host; let everything else through."""
+        if request.is_navigation_request() and not self._allowed(request.url):
+            await route.abort("blockedbyclient")
+            return
+        await route.continue_()
+
+    def _allowed(self, url: str) -> bool:
+        """Tell whether a URL is on the integration's origin or an allowed host."""
+        parts = urlsplit(url)
+        if parts.scheme in ("about", "data", "blob"):
+            return True
+        return _origin(url) == self.origin or parts.hostname in self.run_context.allowed_hosts
+
+    async def run(self, flow: Flow) -> FlowOutcome:
+        """Run every step of a flow; raise FlowFailed with step, locator and URL on failure."""
+        try:
+            await self._run_steps(flow.steps)
+        except _Already:
+            return FlowOutcome(already=True, extracted=dict(self.extracted))
+        return FlowOutcome(extracted=dict(self.extracted))
+
+    async def _run_steps(self, steps: list[Step]) -> None:
+        """Run a list of steps in order."""
+        for step in steps:
+            await self._run_step(step)
+
+    def _variables(self) -> dict[str, Any]:
+        """Return the template variables, extracted values included."""
+        return {
+            **self.run_context.variables,
+            "secrets": self.run_context.secrets,
+            "vars": self.extracted,
+        }
+
+    def _render(self, template: str) -> str:
+        """Render a step field against the run's variables."""
+        return render(template, self._variables())
+
+    async def _run_step(self, step: Step) -> None:
+        """Run one step, screenshot it and record it; branch steps run their branch after."""
+        self.position += 1
+        position, started = self.position, time.monotonic()
+        matched: str | None = step.locator.describe() if step.locator else None
+        status, branch = "ok", None
+        try:
+            matched, status, branch = await self._perform(step)
+        except _Already:
+            await self._record(step, position, started, "skipped", matched, None)
+            raise
+        except FlowError as error:
+            await self._fail(step, position, started, matched, str(error), transient=False)
+        except FlowFailed as error:
+            await self._fail(step, position, started, matched, str(error), error.transient)
+        except (PlaywrightError, TimeoutError) as error:
+            await self._fail(step, position, started, matched, _first_line(error), False)
+        await self._record(step, position, started, status, matched, None)
+        if branch:
+            await self._run_steps(branch)
+
+    async def _perform(self, step: Step) -> tuple[str | None, str, list[Step] | None]:
+        """Do what a step says; return the matched locator, status and branch to run."""
+        kind = step.kind
+        timeout_ms = step.timeout_ms or self.run_context.step_timeout_ms
+        if kind == "goto":
+            await self._goto(self._render(step.goto or ""), timeout_ms)
+            return None, "ok", None
+        if kind in ("if_visible", "unless_visible"):
+            found = await self._visible_now(step)
+            hit = found if kind == "if_visible" else not found
+            return (
+                step.locator.describe() if step.locator else None,
+                "ok",
+                (step.then if hit else step.otherwise),
+            )
+        if kind == "screenshot":
+            return None, "ok", None
+        if kind == "already":
+            raise _Already(self._render(step.already or ""))
+        if kind == "fail":
+            raise FlowFailed(self._render(step.fail or ""))
+        if kind in ("expect", "wait_for") and isinstance(getattr(step, kind), Expectation):
+            await self._expect_page(getattr(step, kind), timeout_ms)
+            return None, "ok", None
+        target, matched = await self._resolve(step, timeout_ms)
+        await self._act(step, target, timeout_ms)
+        return matched, "ok", None
+
+    async def _goto(self, url: str, timeout_ms: int) -> None:
+        """Open a URL on the integration's origin; a 5xx page is worth another attempt."""
+        if not self._allowed(url):
+            raise FlowFailed(f"refused to open {url}: not the integration's origin")
+        response = await self.page.goto(url, timeout=timeout_ms, wait_until="load")
+        if response is not None and response.status >= 500:
+            raise FlowFailed(f"the app answered {response.status}", transient=True)
+
+    def _build(self, spec: Locator) -> PwLocator:
+        """Turn a locator spec, rendered, into a Playwright locator."""
+        r = self._render
+        page = self.page
+        if spec.role:
+            name = r(spec.name) if spec.name else None
+            loc = page.get_by_role(spec.role, name=name, exact=spec.exact)  # type: ignore[arg-type]
+        elif spec.label:
+            loc = page.get_by_label(r(spec.label), exact=spec.exact)
+        elif spec.placeholder:
+            loc = page.get_by_placeholder(r(spec.placeholder), exact=spec.exact)
+        elif spec.text:
+            loc = page.get_by_text(r(spec.text), exact=spec.exact)
+        elif spec.test_id:
+            loc = page.get_by_test_id(r(spec.test_id))
+        else:
+            loc = page.locator(r(spec.css or ""))
+        if spec.has_text:
+            loc = loc.filter(has_text=r(spec.has_text))
+        return loc.nth(spec.nth) if spec.nth is not None else loc
+
+    async def _resolve(self, step: Step, timeout_ms: int) -> tuple[PwLocator, str]:
+        """Return the first of the step's locators that is visible, polling until the timeout."""
+        specs = [s for s in (step.locator, *step.fallbacks) if s is not None]
+        candidates = [(self._build(s), s.describe()) for s in specs]
+        needs_visible = step.kind not in ("extract",)
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            for loc, description in candidates:
+                count = await loc.count()
+                if count and (not needs_visible or await loc.first.is_visible()):
+                    return loc, description
+            if time.monotonic() >= deadline:
+                tried = " | ".join(d for _, d in candidates)
+                raise FlowFailed(f"no element matched {tried} within {timeout_ms} ms")
+            await self.page.wait_for_timeout(POLL_S * 1000)
+
+    async def _visible_now(self, step: Step) -> bool:
+        """Tell whether any of the step's locators is visible right now."""
+        for spec in (step.locator, *step.fallbacks):
+            if spec is not None and await self._build(spec).first.is_visible():
+                return True
+        return False
+
+    async def _act(self, step: Step, target: PwLocator, timeout_ms: int) -> None:
+        """Perform the step's action on the resolved element."""
+        kind = step.kind
+        if kind == "click":
+            await self._click(target, timeout_ms)
+        elif kind == "fill":
+            await self._fill(target, step.value or "", timeout_ms)
+        elif kind == "totp":
+            await self._type_totp(target, step.secret, timeout_ms)
+        elif kind == "select":
+            await target.select_option(self._render(step.value or ""), timeout=timeout_ms)
+        elif kind in ("check", "uncheck"):
+            await target.set_checked(kind == "check", timeout=timeout_ms)
+        elif kind == "press":
+            await target.press(step.key or "", timeout=timeout_ms)
+        elif kind == "extract":
+            await self._extract(step, target)
+        elif kind in ("expect", "wait_for"):
+            await self._expect_element(step, target, timeout_ms)
+
+    async def _click(self, target: PwLocator, timeout_ms: int) -> None:
+        """Click, then wait for the page the click started to load, if it started one."""
+        started: list[Request] = []
+        committed: list[bool] = []
+
+        def on_request(request: Request) -> None:
+            if request.is_navigation_request() and request.frame == self.page.main_frame:
+                started.append(request)
+
+        def on_navigated(frame: Any) -> None:
+            if frame == self.page.main_frame:
+                committed.append(True)
+
+        self.page.on("request", on_request)
+        self.page.on("framenavigated", on_navigated)
+        try:
+            await target.click(timeout=timeout_ms)
+            await self.page.wait_for_timeout(NAVIGATION_GRACE_S * 1000)
+            if started and not committed:
+                await self.page.wait_for_event("framenavigated", timeout=timeout_ms)
+        finally:
+            self.page.remove_listener("request", on_request)
+            self.page.remove_listener("framenavigated", on_navigated)
+        if started:
+            await self.page.wait_for_load_state("load", timeout=timeout_ms)
+            response = await started[-1].response()
+            if response is not None and response.status >= 500:
+                raise FlowFailed(f"the app answered {response.status}", transient=True)
+
+    def _check_secret_origin(self) -> None:
+        """Refuse to type a secret anywhere but on the integration's own origin."""
+        if _origin(self.page.url) != self.origin:
+            raise FlowFailed(
+                f"refused to type a secret on {_origin(self.page.url)}:"
+                f" the integration's origin is {self.origin}"
+            )
+
+    async def _fill(self, target: PwLocator, template: str, timeout_ms: int) -> None:
+        """Fill a field; a secret is typed only on the origin and masked from then on."""
+        if uses_secret(template):
+            self._check_secret_origin()
+            self.secret_targets.append(target)
+        await target.fill(self._render(template), timeout=timeout_ms)
+
+    async def _type_totp(self, target: PwLocator, secret: str, timeout_ms: int) -> None:
+        """Type a fresh TOTP code from a named secret."""
+        seed = self.run_context.secrets.get(secret)
+        if not seed:
+            raise FlowFailed(f"the integration has no secret {secret!r} for the TOTP step")
+        self._check_secret_origin()
+        self.secret_targets.append(target)
+        account = f"{self.run_context.totp_account}:{secret}"
+        code = await fresh_code(seed, account, self.run_context.ledger)
+        await target.fill(code, timeout=timeout_ms)
+
+    async def _extract(self, step: Step, target: PwLocator) -> None:
+        """Read text or an attribute into a variable for later steps and the account."""
+        if step.attribute:
+            value = await target.first.get_attribute(step.attribute) or ""
+        else:
+            value = (await target.first.inner_text()).strip()
+        if not value:
+            raise FlowFailed(f"extracted an empty value into {step.into!r}")
+        self.extracted[step.into or ""] = value
+
+    async def _expect_element(self, step: Step, target: PwLocator, timeout_ms: int) -> None:
+        """Assert what the step expects of an element."""
+        assertion = expect(target)
+        if step.text is not None:
+            await assertion.to_contain_text(self._render(step.text), timeout=timeout_ms)
+        elif step.value is not None:
+            await assertion.to_have_value(self._render(step.value), timeout=timeout_ms)
+        elif step.state == "hidden":
+            await assertion.to_be_hidden(timeout=timeout_ms)
+        else:
+            await assertion.to_be_visible(timeout=timeout_ms)
+
+    async def _expect_page(self, expectation: Expectation, timeout_ms: int) -> None:
+        """Assert what the step expects of the page itself."""
+        if expectation.url is not None:
+            pattern = re.compile(self._render(expectation.url))
+            await expect(self.page).to_have_url(pattern, timeout=timeout_ms)
+        if expectation.load_state is not None:
+            await self.page.wait_for_load_state(expectation.load_state, timeout=timeout_ms)
+        if expectation.text is not None:
+            text = self._render(expectation.text)
+            await expect(self.page.get_by_text(text).first).to_be_visible(timeout=timeout_ms)
+
+    async def screenshot(self) -> bytes:
+        """Return a viewport PNG with password fields and typed secrets painted over."""
+        masks = [self.page.locator("input[type=password]"), *self.secret_targets]
+        return await self.page.screenshot(type="png", mask=masks, mask_color=MASK_COLOR)
+
+    async def _record(
+        self,
+        step: Step,
+        position: int,
+        started: float,
+        status: str,
+        matched: str | None,
+        error: str | None,
+        extra: list[Artifact] | None = None,
+    ) -> None:
+        """Hand the step's result and screenshot to the sink."""
+        artifacts = [Artifact("screenshot", await self.screenshot(), "image/png", "png")]
+        result = StepResult(
+            position=position,
+            name=self.redact(self._safe_title(step)),
+            kind=step.kind,
+            status=status,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            locator=matched,
+            url=self.redact(self.page.url),
+            error=error,
+        )
+        await self.sink.record(result, artifacts + (extra or []))
+
+    async def _fail(
+        self,
+        step: Step,
+        position: int,
+        started: float,
+        matched: str | None,
+        reason: str,
+        transient: bool,
+    ) -> None:
+        """Record a failed step with the page as it was, then raise FlowFailed."""
+        where = f" ({matched})" if matched else ""
+        message = self.redact(
+            f"step {position} {self._safe_title(step)!r}{where} failed at {self.page.url}: {reason}"
+        )
+        extra = await self.failure_artifacts()
+        await self._record(step, position, started, "failed", matched, message, extra)
+        raise FlowFailed(message, transient=transient)
+
+    async def failure_artifacts(self) -> list[Artifact]:
+        """Return the page's HTML with input values stripped, and the console log."""
+        try:
+            html = await self.page.evaluate(STRIPPED_HTML_JS)
+        except PlaywrightError:
+            html = ""
+        console = "\n".join(self.console)
+        return [
+            Artifact("html", self.redact(html).encode(), "text/html", "html"),
+            Artifact("console", self.redact(console).encode(), "text/plain", "log"),
+        ]
+
+    def _safe_title(self, step: Step) -> str:
+        """Return the step's title with templates rendered, except secrets."""
+        try:
+            return self._render(step.title) if "secrets." not in step.title else step.title
+        except FlowError:
+            return step.title
+
+    def redact(self, text: str) -> str:
+        """Replace every secret value in a text, so it can reach logs and evidence."""
+        for value in self.run_context.secrets.values():
+            if value and len(value) >= 4:
+                text = text.replace(value, REDACTED)
+        return text
+
+
+def _origin(url: str) -> str:
+    """Return scheme://host[:port] of a URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _first_line(error: BaseException) -> str:
+    """Return the first line of a Playwright error, without its call log."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,63 @@
+"""TOTP for the service account: enough time left, and never the same code twice."""
+
+import asyncio
+import time
+from typing import Protocol
+
+import pyotp
+from redis.asyncio import Redis
+
+from engine.constants import TOTP_MIN_LEFT_S, TOTP_STEP_PREFIX
+
+TOTP_PERIOD_S = 30
+
+_CLAIM = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+class TotpLedger(Protocol):
+    """Remember the last time-step used per account, across workers."""
+
+    async def claim(self, account: str, counter: int) -> bool:
+        """Take a time-step for an account; False when it or a later one was used."""
+        ...
+
+
+class RedisTotpLedger:
+    """Keep the last used time-step in Redis, so two workers never type one code."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def claim(self, account: str, counter: int) -> bool:
+        """Claim atomically with a script, since workers race for the same account."""
+        key = f"{TOTP_STEP_PREFIX}{account}"
+        claimed = await self.redis.eval(_CLAIM, 1, key, counter, TOTP_PERIOD_S * 4)
+        return bool(claimed)
+
+
+async def fresh_code(
+    seed: str, account: str, ledger: TotpLedger, *, clock: "Clock | None" = None
+) -> str:
+    """Return a code with at least TOTP_MIN_LEFT_S left in its window, never typed before."""
+    clock = clock or time.time
+    totp = pyotp.TOTP(seed, interval=TOTP_PERIOD_S)
+    while True:
+        now = clock()
+        counter = int(now // TOTP_PERIOD_S)
+        left = TOTP_PERIOD_S - (now % TOTP_PERIOD_S)
+        if left >= TOTP_MIN_LEFT_S and await ledger.claim(account, counter):
+            return totp.at(counter * TOTP_PERIOD_S)
+        await asyncio.sleep(left + 0.05)
+
+
+class Clock(Protocol):
+    """Return the current Unix time; tests pass their own."""
+
+    def __call__(self) -> float:
+        """Return seconds since the epoch."""
+        ...
