@@ -96,7 +96,7 @@ class _Already(Exception):
 class FlowRunner:
     """Run flows on one page, one step at a time, recording every step."""
 
-    def __init__(self, page: Page, run: RunContext, sink: StepSink) -> None:
+    def __init__(self, page: Page, run: RunContext, sink: StepSink | None = None) -> None:
         self.page = page
         self.run_context = run
         self.sink = sink
@@ -386,6 +386,8 @@ class FlowRunner:
             url=self.redact(self.page.url),
             error=error,
         )
+        if self.sink is None:
+            raise RuntimeError("FlowRunner.sink must be set before a flow runs")
         await self.sink.record(result, artifacts + (extra or []))
 
     async def _fail(

@@ -1,0 +1,348 @@
+"""Run one reconcile job: lease it, plan it, replay its flows, record every step."""
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import select
+
+from engine.apps import AppError, AppTemplate, load_app
+from engine.browser import BrowserPool
+from engine.constants import LEASE_RENEW_S, LEASE_S, RETRY_BACKOFF_S
+from engine.db import Database
+from engine.evidence import EvidenceStore
+from engine.flows import FlowError, load_flow
+from engine.models import (
+    Action,
+    ActionStatus,
+    AppAccount,
+    Evidence,
+    Identity,
+    Integration,
+    Job,
+    JobStatus,
+    Membership,
+    Step,
+    utcnow,
+)
+from engine.outbox import ensure_queued_job
+from engine.profile import user_variables
+from engine.queue import JobQueue
+from engine.reconciler import PlannedAction, apply_success, desired_state, plan
+from engine.runner import Artifact, FlowFailed, FlowRunner, RunContext, StepResult
+from engine.settings import Settings
+from engine.totp import TotpLedger
+from engine.vault import Vault, VaultError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobServices:
+    """What running a job needs; built once per worker."""
+
+    settings: Settings
+    db: Database
+    vault: Vault
+    evidence: EvidenceStore
+    browsers: BrowserPool
+    ledger: TotpLedger
+    queue: JobQueue
+    worker_name: str = socket.gethostname()
+
+
+class DbStepSink:
+    """Write each step and its evidence as it happens, so progress shows live."""
+
+    def __init__(self, services: JobServices, job_id: str, action: Action) -> None:
+        self.services = services
+        self.job_id = job_id
+        self.action = action
+
+    async def record(self, result: StepResult, artifacts: list[Artifact]) -> None:
+        """Store the Step row and its evidence files with their SHA-256."""
+        step = Step(
+            action_id=self.action.id,
+            position=result.position,
+            name=result.name[:200],
+            kind=result.kind,
+            status=result.status,
+            duration_ms=result.duration_ms,
+            locator=(result.locator or "")[:1000] or None,
+            url=(result.url or "")[:2000] or None,
+            error=result.error,
+        )
+        prefix = f"{self.job_id}/{self.action.position:02d}-{self.action.name}"
+        async with self.services.db.session() as session:
+            session.add(step)
+            await session.flush()
+            for artifact in artifacts:
+                key = f"{prefix}/{result.position:03d}-{artifact.kind}.{artifact.suffix}"
+                stored = self.services.evidence.put(key, artifact.data)
+                session.add(
+                    Evidence(
+                        job_id=self.job_id,
+                        step_id=step.id,
+                        kind=artifact.kind,
+                        key=stored.key,
+                        content_type=artifact.content_type,
+                        sha256=stored.sha256,
+                        size=stored.size,
+                    )
+                )
+            await session.commit()
+
+
+class JobRunner:
+    """Execute one job attempt end to end."""
+
+    def __init__(self, services: JobServices) -> None:
+        self.services = services
+
+    async def run(self, job_id: str, attempt: int) -> str:
+        """Run a job attempt and return its final status; stale deliveries do nothing."""
+        job = await self._start(job_id, attempt)
+        if job is None:
+            return "stale"
+        if job.group_id is not None:
+            return await self._expand_group(job)
+        renewer = asyncio.create_task(self._renew_lease(job.id))
+        try:
+            return await self._reconcile(job)
+        except Exception as error:
+            log.exception("job %s crashed", job.id)
+            return await self._finish(job.id, JobStatus.failed, f"internal error: {error}")
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _start(self, job_id: str, attempt: int) -> Job | None:
+        """Move a queued job to running under a lease; None if it is not this attempt's."""
+        async with self.services.db.session() as session:
+            job = await session.get(Job, job_id)
+            if job is None or job.status != JobStatus.queued or job.attempt != attempt:
+                return None
+            job.status = JobStatus.running
+            job.started_at = utcnow()
+            job.lease_until = utcnow() + timedelta(seconds=LEASE_S)
+            job.worker = self.services.worker_name
+            job.error = None
+            session.add(job)
+            await session.commit()
+            return job
+
+    async def _renew_lease(self, job_id: str) -> None:
+        """Extend the lease while the job runs, so the relay leaves it alone."""
+        while True:
+            await asyncio.sleep(LEASE_RENEW_S)
+            async with self.services.db.session() as session:
+                job = await session.get(Job, job_id)
+                if job is None or job.status != JobStatus.running:
+                    return
+                job.lease_until = utcnow() + timedelta(seconds=LEASE_S)
+                session.add(job)
+                await session.commit()
+
+    async def _expand_group(self, job: Job) -> str:
+        """Queue one identity job per current member of a changed group."""
+        async with self.services.db.session() as session:
+            members = (
+                await session.exec(
+                    select(Membership.member_id).where(Membership.group_id == job.group_id)
+                )
+            ).all()
+            jobs = [
+                await ensure_queued_job(session, job.integration_id, identity_id=member)
+                for member in members
+            ]
+            await session.commit()
+        await self.services.queue.enqueue_all(jobs)
+        return await self._finish(job.id, JobStatus.succeeded, None)
+
+    async def _finish(self, job_id: str, status: str, error: str | None) -> str:
+        """Close a job with a final status."""
+        async with self.services.db.session() as session:
+            job = await session.get(Job, job_id)
+            assert job is not None
+            if job.status == JobStatus.cancelled:
+                return JobStatus.cancelled
+            job.status = status
+            job.error = error
+            job.finished_at = utcnow()
+            job.lease_until = None
+            session.add(job)
+            await session.commit()
+        return status
+
+    async def _retry_later(self, job_id: str, error: str) -> str:
+        """Queue the next attempt with backoff, or fail the job after the last one."""
+        settings = self.services.settings
+        async with self.services.db.session() as session:
+            job = await session.get(Job, job_id)
+            assert job is not None
+            if job.attempt >= settings.job_max_attempts or job.status == JobStatus.cancelled:
+                await session.rollback()
+                return await self._finish(job_id, JobStatus.failed, error)
+            queued = (
+                await session.exec(
+                    select(Job).where(
+                        Job.identity_id == job.identity_id, Job.status == JobStatus.queued
+                    )
+                )
+            ).first()
+            if queued is not None:
+                await session.rollback()
+                return await self._finish(job_id, JobStatus.failed, error)
+            job.attempt += 1
+            job.status = JobStatus.queued
+            job.error = error
+            job.lease_until = None
+            session.add(job)
+            await session.commit()
+        delay = RETRY_BACKOFF_S[min(job.attempt - 2, len(RETRY_BACKOFF_S) - 1)]
+        await self.services.queue.enqueue(job, defer_s=delay)
+        return JobStatus.queued
+
+    async def _load(
+        self, job: Job
+    ) -> tuple[Integration, AppTemplate, Identity, AppAccount, dict[str, str]]:
+        """Load what the job reconciles, creating the account row on first sight."""
+        async with self.services.db.session() as session:
+            integration = await session.get(Integration, job.integration_id)
+            identity = await session.get(Identity, job.identity_id)
+            assert integration is not None and identity is not None
+            account = (
+                await session.exec(select(AppAccount).where(AppAccount.identity_id == identity.id))
+            ).first()
+            if account is None:
+                account = AppAccount(integration_id=integration.id, identity_id=identity.id)
+                session.add(account)
+                await session.commit()
+            secrets = await self.services.vault.secrets_of(session, integration.id)
+        template = load_app(self.services.settings.flows_dir, integration.app)
+        return integration, template, identity, account, secrets
+
+    async def _reconcile(self, job: Job) -> str:
+        """Plan the job now and run each action's flow, recording the account after each."""
+        try:
+            integration, template, identity, account, secrets = await self._load(job)
+        except (AppError, VaultError) as error:
+            return await self._finish(job.id, JobStatus.failed, str(error))
+        the_plan = plan(identity, account, template)
+        if the_plan.unsupported:
+            log.warning("job %s: app %s lacks %s", job.id, template.name, the_plan.unsupported)
+        if not the_plan.actions:
+            return await self._finish(job.id, JobStatus.succeeded, None)
+        missing = [s.name for s in template.secrets if s.name not in secrets]
+        if missing:
+            return await self._finish(
+                job.id, JobStatus.failed, f"integration {integration.id} lacks secrets {missing}"
+            )
+        desired = desired_state(identity, template)
+        variables: dict[str, Any] = {
+            "user": user_variables(identity.resource),
+            "account": {"key": account.app_key},
+            "integration": {"id": integration.id, "base_url": integration.base_url.rstrip("/")},
+        }
+        run_context = RunContext(
+            base_url=integration.base_url,
+            secrets=secrets,
+            variables=variables,
+            ledger=self.services.ledger,
+            totp_account=integration.id,
+            allowed_hosts=template.allowed_hosts,
+            step_timeout_ms=self.services.settings.step_timeout_ms,
+        )
+        actions = [PlannedAction("login"), *the_plan.actions]
+        async with self.services.browsers.context() as context:
+            page = await context.new_page()
+            runner = FlowRunner(page, run_context)
+            await runner.guard_navigation()
+            for position, planned in enumerate(actions):
+                if await self._cancelled(job.id):
+                    return JobStatus.cancelled
+                variables["account"] = {"key": account.app_key}
+                variables["entitlement"] = (
+                    planned.entitlement.model_dump() if planned.entitlement else {}
+                )
+                error = await self._run_action(job, position, planned, template, runner)
+                if error is not None:
+                    if error.transient:
+                        return await self._retry_later(job.id, str(error))
+                    return await self._finish(job.id, JobStatus.failed, str(error))
+                if planned.name != "login":
+                    await self._record_account(account, planned, desired, template, runner)
+        return await self._finish(job.id, JobStatus.succeeded, None)
+
+    async def _run_action(
+        self,
+        job: Job,
+        position: int,
+        planned: PlannedAction,
+        template: AppTemplate,
+        runner: FlowRunner,
+    ) -> FlowFailed | None:
+        """Run one action's flow as an Action row; return its failure, if any."""
+        action = Action(
+            job_id=job.id,
+            attempt=job.attempt,
+            position=position,
+            name=planned.name,
+            target=planned.target,
+        )
+        async with self.services.db.session() as session:
+            session.add(action)
+            await session.commit()
+        runner.sink = DbStepSink(self.services, job.id, action)
+        failure: FlowFailed | None = None
+        try:
+            flow = load_flow(template.flow_path(planned.name))
+            runner.extracted.clear()
+            await runner.run(flow)
+        except FlowError as error:
+            failure = FlowFailed(str(error))
+        except FlowFailed as error:
+            failure = error
+        async with self.services.db.session() as session:
+            stored = await session.get(Action, action.id)
+            assert stored is not None
+            stored.status = ActionStatus.failed if failure else ActionStatus.succeeded
+            stored.error = str(failure) if failure else None
+            stored.finished_at = utcnow()
+            session.add(stored)
+            await session.commit()
+        return failure
+
+    async def _record_account(
+        self,
+        account: AppAccount,
+        planned: PlannedAction,
+        desired: Any,
+        template: AppTemplate,
+        runner: FlowRunner,
+    ) -> None:
+        """Save what the action made true, with the app's key it extracted."""
+        async with self.services.db.session() as session:
+            stored = await session.get(AppAccount, account.id)
+            assert stored is not None
+            apply_success(planned, stored, desired, template, runner.extracted.get("account_key"))
+            stored.updated_at = utcnow()
+            session.add(stored)
+            await session.commit()
+            account.app_key, account.exists, account.active = (
+                stored.app_key,
+                stored.exists,
+                stored.active,
+            )
+            account.attributes, account.entitlements = stored.attributes, stored.entitlements
+
+    async def _cancelled(self, job_id: str) -> bool:
+        """Tell whether an operator cancelled the job since it started."""
+        async with self.services.db.session() as session:
+            job = await session.get(Job, job_id)
+            return job is not None and job.status == JobStatus.cancelled

@@ -1,0 +1,124 @@
+"""Compute what an account should be now, and the actions that get it there."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.apps import AppTemplate, Entitlement
+from engine.models import AppAccount, Identity
+from engine.profile import user_variables, watched_projection
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the IdP says the app account should be, computed when the job runs."""
+
+    exists: bool
+    active: bool
+    attributes: dict[str, Any]
+    entitlements: frozenset[str]
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """One flow to run: its action name and, for entitlements, the target value."""
+
+    name: str
+    entitlement: Entitlement | None = None
+
+    @property
+    def target(self) -> str | None:
+        """Return the entitlement value the action is about, if any."""
+        return self.entitlement.value if self.entitlement else None
+
+
+@dataclass
+class Plan:
+    """The ordered actions of one reconcile: create before grant before deactivate."""
+
+    actions: list[PlannedAction] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+
+
+def desired_state(identity: Identity, template: AppTemplate) -> Desired:
+    """Return what the account should be: a deleted identity's account is deactivated."""
+    if identity.deleted_at is not None:
+        return Desired(exists=False, active=False, attributes={}, entitlements=frozenset())
+    variables = user_variables(identity.resource)
+    catalogue = {e.value for e in template.entitlements}
+    held = {*variables["entitlements"], *variables["roles"]} & catalogue
+    return Desired(
+        exists=True,
+        active=bool(variables["active"]),
+        attributes=watched_projection(identity.resource, template.used_attributes),
+        entitlements=frozenset(held),
+    )
+
+
+def _entitlement_actions(
+    desired: Desired, account: AppAccount, template: AppTemplate
+) -> list[PlannedAction]:
+    """Return grants, revokes and the exclusive role change, highest rank winning."""
+    by_value = {e.value: e for e in template.entitlements}
+    known = set(account.entitlements)
+    multi = {v for v in desired.entitlements if by_value[v].kind == "multi"}
+    actions = [PlannedAction("grant_entitlement", by_value[v]) for v in sorted(multi - known)]
+    revocable = {v for v in known - multi if v in by_value and by_value[v].kind == "multi"}
+    actions += [PlannedAction("revoke_entitlement", by_value[v]) for v in sorted(revocable)]
+    exclusive = [by_value[v] for v in desired.entitlements if by_value[v].kind == "exclusive"]
+    if exclusive:
+        top = max(exclusive, key=lambda e: (e.rank, e.value))
+        if top.value not in known:
+            actions.append(PlannedAction("set_role", top))
+    return actions
+
+
+def plan(identity: Identity, account: AppAccount, template: AppTemplate) -> Plan:
+    """Return desired - known as ordered actions, leaving out what the app cannot do."""
+    desired = desired_state(identity, template)
+    wanted: list[PlannedAction] = []
+    if not account.exists:
+        if desired.exists and desired.active:
+            wanted.append(PlannedAction("create_user"))
+            wanted += _entitlement_actions(desired, account, template)
+    elif not desired.exists or not desired.active:
+        if account.active is not False:
+            wanted.append(PlannedAction("deactivate_user"))
+    else:
+        if account.active is False:
+            wanted.append(PlannedAction("reactivate_user"))
+        if account.attributes != desired.attributes:
+            wanted.append(PlannedAction("update_user"))
+        wanted += _entitlement_actions(desired, account, template)
+    return Plan(
+        actions=[a for a in wanted if a.name in template.actions],
+        unsupported=[a.name for a in wanted if a.name not in template.actions],
+    )
+
+
+def apply_success(
+    action: PlannedAction,
+    account: AppAccount,
+    desired: Desired,
+    template: AppTemplate,
+    app_key: str | None,
+) -> None:
+    """Record on the account what a successful action made true in the app."""
+    if app_key:
+        account.app_key = app_key
+    name = action.name
+    if name == "create_user":
+        account.exists, account.active = True, True
+        account.attributes = dict(desired.attributes)
+    elif name == "update_user":
+        account.attributes = dict(desired.attributes)
+    elif name == "deactivate_user":
+        account.active = False
+    elif name == "reactivate_user":
+        account.active = True
+    elif name == "grant_entitlement" and action.target:
+        account.entitlements = sorted({*account.entitlements, action.target})
+    elif name == "revoke_entitlement" and action.target:
+        account.entitlements = sorted(set(account.entitlements) - {action.target})
+    elif name == "set_role" and action.target:
+        exclusive = {e.value for e in template.entitlements if e.kind == "exclusive"}
+        account.entitlements = sorted((set(account.entitlements) - exclusive) | {action.target})
