@@ -1,0 +1,63 @@
+"""The FastAPI app factory: one Settings in, every dependency built once."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routes import evidence, jobs, scim
+from engine.db import Database
+from engine.evidence import DirectoryEvidenceStore
+from engine.queue import JobQueue
+from engine.scim import build_service
+from engine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
+    """Build the API for one Settings and one Redis."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database.from_settings(settings)
+        await db.migrate()
+        app.state.db = db
+        app.state.queue = await JobQueue.connect(redis_url)
+        try:
+            yield
+        finally:
+            await app.state.queue.close()
+            await db.dispose()
+
+    app = FastAPI(title="Usher", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.scim_service = build_service(settings)
+    app.state.evidence = DirectoryEvidenceStore(settings.evidence_dir)
+    app.include_router(scim.router)
+    app.include_router(jobs.router)
+    app.include_router(evidence.router)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        """Answer a bug with a plain 500 and log it; never send a stack trace to a client."""
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        """Answer bad input with what was wrong, without echoing the input itself."""
+        problems = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()
+        ]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Tell a load balancer the API is up."""
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,224 @@
+"""The `usher` command line: run the service, manage integrations, run the demo."""
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from engine.apps import AppError
+from engine.browser import BrowserError
+from engine.db import Database
+from engine.integrations import (
+    IntegrationError,
+    create_api_token,
+    create_integration,
+    rotate_token,
+    scim_base_url,
+    set_secret,
+)
+from engine.logs import configure
+from engine.settings import Settings
+from engine.vault import Vault, VaultError
+
+app = typer.Typer(help="Usher: provision IdP identities into web apps without an API.")
+integrations = typer.Typer(help="Connect apps: create integrations, set their secrets.")
+tokens = typer.Typer(help="Operator API tokens.")
+fixtures = typer.Typer(help="Fixture apps for tests and the demo.")
+app.add_typer(integrations, name="integrations")
+app.add_typer(tokens, name="tokens")
+app.add_typer(fixtures, name="fixtures")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Database, vault key and evidence (default ./var)."),
+]
+RedisUrl = Annotated[
+    str | None, typer.Option("--redis-url", help="redis:// or unix:// URL (USHER_REDIS_URL).")
+]
+T = TypeVar("T")
+USER_ERRORS = (AppError, IntegrationError, VaultError, BrowserError)
+
+
+def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
+    """Build Settings from the environment, with the command's options on top."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one clear line to stderr and return the exit to raise (code 2)."""
+    typer.echo(f"usher: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def run(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine, turning a user error into one line and exit code 2."""
+    try:
+        return asyncio.run(coroutine_factory())  # type: ignore[arg-type]
+    except USER_ERRORS as error:
+        raise fail(str(error)) from None
+
+
+async def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Open and migrate the database for one command."""
+    db = Database.from_settings(settings)
+    try:
+        await db.migrate()
+        return await work(db)
+    finally:
+        await db.dispose()
+
+
+def require_redis(settings: Settings, command: str) -> str:
+    """Return the Redis URL, or exit 2 saying how to give one."""
+    if not settings.redis_url:
+        raise fail(
+            f"`usher {command}` needs a real Redis: set USHER_REDIS_URL or pass --redis-url"
+            " (`usher up` runs an embedded one)"
+        )
+    return settings.redis_url
+
+
+@app.command()
+def up(data_dir: DataDir = None, port: int | None = None, redis_url: RedisUrl = None) -> None:
+    """Run the API and one worker in one process, over an embedded Redis unless one is given."""
+    from api.server import run_up
+
+    settings = settings_for(data_dir, port=port, redis_url=redis_url)
+    configure()
+    run(lambda: run_up(settings))
+
+
+@app.command()
+def serve(data_dir: DataDir = None, port: int | None = None, redis_url: RedisUrl = None) -> None:
+    """Run the API only, against a real Redis shared with workers."""
+    from api.server import run_serve
+
+    settings = settings_for(data_dir, port=port, redis_url=redis_url)
+    url = require_redis(settings, "serve")
+    configure()
+    run(lambda: run_serve(settings, url))
+
+
+@app.command()
+def worker(data_dir: DataDir = None, redis_url: RedisUrl = None) -> None:
+    """Run one worker that reconciles accounts, against a real Redis."""
+    from engine.worker import build_worker
+
+    settings = settings_for(data_dir, redis_url=redis_url)
+    url = require_redis(settings, "worker")
+    configure()
+    run(lambda: build_worker(settings, url).async_run())
+
+
+@app.command()
+def demo(data_dir: DataDir = None) -> None:
+    """Provision one Okta-created user into the Acme fixture app and print the job."""
+    from engine.demo import run_demo
+
+    settings = settings_for(data_dir, isolated_dns=True)
+    configure("WARNING")
+    code = run(lambda: run_demo(settings))
+    raise typer.Exit(code=code)
+
+
+@integrations.command("create")
+def integrations_create(
+    app_name: Annotated[str, typer.Option("--app", help="The app's folder under flows/.")],
+    base_url: Annotated[str, typer.Option("--base-url", help="Where this app instance runs.")],
+    name: Annotated[str | None, typer.Option(help="A name for people.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print id, URL and token as JSON.")] = (
+        False
+    ),
+    data_dir: DataDir = None,
+) -> None:
+    """Create an integration and print its SCIM base URL and token, shown only once."""
+    settings = settings_for(data_dir)
+
+    async def work(db: Database) -> dict[str, str]:
+        async with db.session() as session:
+            integration, token = await create_integration(
+                session, settings, app=app_name, base_url=base_url, name=name
+            )
+        return {
+            "id": integration.id,
+            "scim_base_url": scim_base_url(settings, integration),
+            "token": token,
+        }
+
+    result = run(lambda: _with_db(settings, work))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"integration  {result['id']}")
+    typer.echo(f"SCIM URL     {result['scim_base_url']}")
+    typer.echo(f"SCIM token   {result['token']}")
+    typer.echo("The token is shown only now; only its hash is stored.")
+
+
+@integrations.command("set-secret")
+def integrations_set_secret(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    name: Annotated[str, typer.Argument(help="A secret the app's template declares.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Store a secret read from standard input (never from the command line)."""
+    settings = settings_for(data_dir)
+    value = sys.stdin.read().rstrip("\r\n")
+
+    async def work(db: Database) -> None:
+        async with db.session() as session:
+            vault = Vault.from_path(settings.vault_key_path)
+            await set_secret(session, settings, vault, integration_id, name, value)
+
+    run(lambda: _with_db(settings, work))
+    typer.echo(f"secret {name} stored for {integration_id}")
+
+
+@integrations.command("rotate-token")
+def integrations_rotate_token(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Replace an integration's SCIM token and print the new one, shown only once."""
+    settings = settings_for(data_dir)
+
+    async def work(db: Database) -> str:
+        async with db.session() as session:
+            return await rotate_token(session, integration_id)
+
+    typer.echo(run(lambda: _with_db(settings, work)))
+
+
+@tokens.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the token.")] = "operator",
+    data_dir: DataDir = None,
+) -> None:
+    """Create an operator API token and print it, shown only once."""
+    settings = settings_for(data_dir)
+
+    async def work(db: Database) -> str:
+        async with db.session() as session:
+            return await create_api_token(session, name)
+
+    typer.echo(run(lambda: _with_db(settings, work)))
+
+
+@fixtures.command("serve")
+def fixtures_serve(
+    fixture: Annotated[str, typer.Argument(help="The fixture app: acme.")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8100,
+) -> None:
+    """Run a fixture app in the foreground, printing its sign-in details."""
+    if fixture != "acme":
+        raise fail(f"unknown fixture {fixture!r} (fixtures: acme)")
+    from fixtures.acme.server import serve as serve_acme
+
+    serve_acme(port)

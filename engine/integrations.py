@@ -1,0 +1,119 @@
+"""Integrations and operator tokens: create, configure, describe."""
+
+from urllib.parse import urlsplit
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.apps import AppTemplate, load_app
+from engine.constants import TOKEN_PREFIX_API, TOKEN_PREFIX_SCIM
+from engine.models import ApiToken, AuditEvent, Integration, utcnow
+from engine.settings import Settings
+from engine.tokens import hash_token, new_token
+from engine.vault import Vault
+
+
+class IntegrationError(Exception):
+    """Bad input for an integration command; the message says what to fix."""
+
+
+def check_base_url(url: str) -> str:
+    """Return a base URL without trailing slash, refusing anything but http(s) with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise IntegrationError(f"base URL must be http(s)://host[:port][/path], got {url!r}")
+    return url.rstrip("/")
+
+
+async def create_integration(
+    session: AsyncSession, settings: Settings, *, app: str, base_url: str, name: str | None = None
+) -> tuple[Integration, str]:
+    """Create an integration and return it with its SCIM token, shown only this once."""
+    template = load_app(settings.flows_dir, app)
+    token = new_token(TOKEN_PREFIX_SCIM)
+    integration = Integration(
+        app=template.name,
+        name=name or template.label,
+        base_url=check_base_url(base_url),
+        scim_token_hash=hash_token(token),
+    )
+    session.add(integration)
+    session.add(
+        AuditEvent(
+            actor="cli", event="integration.created", integration_id=integration.id, target=app
+        )
+    )
+    await session.commit()
+    return integration, token
+
+
+async def get_integration(session: AsyncSession, integration_id: str) -> Integration:
+    """Return an integration or say clearly that there is none."""
+    integration = await session.get(Integration, integration_id)
+    if integration is None:
+        raise IntegrationError(f"no integration {integration_id!r}")
+    return integration
+
+
+async def rotate_token(session: AsyncSession, integration_id: str) -> str:
+    """Replace an integration's SCIM token; the old one stops working at once."""
+    integration = await get_integration(session, integration_id)
+    token = new_token(TOKEN_PREFIX_SCIM)
+    integration.scim_token_hash = hash_token(token)
+    integration.updated_at = utcnow()
+    session.add(integration)
+    session.add(
+        AuditEvent(actor="cli", event="integration.token_rotated", integration_id=integration.id)
+    )
+    await session.commit()
+    return token
+
+
+async def set_secret(
+    session: AsyncSession,
+    settings: Settings,
+    vault: Vault,
+    integration_id: str,
+    name: str,
+    value: str,
+) -> None:
+    """Store one declared secret of an integration, encrypted."""
+    integration = await get_integration(session, integration_id)
+    template = load_app(settings.flows_dir, integration.app)
+    if template.secret(name) is None:
+        known = ", ".join(s.name for s in template.secrets) or "none"
+        raise IntegrationError(f"app {template.name} declares no secret {name!r} (known: {known})")
+    if not value:
+        raise IntegrationError(f"secret {name!r} is empty: pass its value on standard input")
+    await vault.put(session, integration.id, name, value)
+    session.add(
+        AuditEvent(actor="cli", event="secret.set", integration_id=integration.id, target=name)
+    )
+    await session.commit()
+
+
+def scim_base_url(settings: Settings, integration: Integration) -> str:
+    """Return the SCIM base URL the IT admin pastes into the IdP."""
+    return f"{settings.public_url.rstrip('/')}/scim/v2/{integration.id}"
+
+
+async def missing_secrets(
+    session: AsyncSession, vault: Vault, integration: Integration, template: AppTemplate
+) -> list[str]:
+    """Return the declared secrets the integration does not hold yet."""
+    held = await vault.names_of(session, integration.id)
+    return [s.name for s in template.secrets if s.name not in held]
+
+
+async def create_api_token(session: AsyncSession, name: str) -> str:
+    """Create an operator API token and return it, shown only this once."""
+    token = new_token(TOKEN_PREFIX_API)
+    session.add(ApiToken(name=name, token_hash=hash_token(token)))
+    session.add(AuditEvent(actor="cli", event="api_token.created", target=name))
+    await session.commit()
+    return token
+
+
+async def list_integrations(session: AsyncSession) -> list[Integration]:
+    """Return every integration, oldest first."""
+    return list((await session.exec(select(Integration).order_by(Integration.created_at))).all())
