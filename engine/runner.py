@@ -154,7 +154,7 @@ class FlowRunner:
         """Run one step, screenshot it and record it; branch steps run their branch after."""
         self.position += 1
         position, started = self.position, time.monotonic()
-        matched: str | None = step.locator.describe() if step.locator else None
+        matched: str | None = self._describe(step.locator) if step.locator else None
         status, branch = "ok", None
         try:
             matched, status, branch = await self._perform(step)
@@ -231,7 +231,7 @@ class FlowRunner:
     async def _resolve(self, step: Step, timeout_ms: int) -> tuple[PwLocator, str]:
         """Return the first of the step's locators that is visible, polling until the timeout."""
         specs = [s for s in (step.locator, *step.fallbacks) if s is not None]
-        candidates = [(self._build(s), s.describe()) for s in specs]
+        candidates = [(self._build(s), self._describe(s)) for s in specs]
         needs_visible = step.kind not in ("extract",)
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
@@ -419,6 +419,16 @@ class FlowRunner:
             Artifact("html", self.redact(html).encode(), "text/html", "html"),
             Artifact("console", self.redact(console).encode(), "text/plain", "log"),
         ]
+
+    def _describe(self, spec: Locator) -> str:
+        """Return a locator's description with templates rendered, except secrets."""
+        text = spec.describe()
+        if "secrets." in text:
+            return text
+        try:
+            return self._render(text)
+        except FlowError:
+            return text
 
     def _safe_title(self, step: Step) -> str:
         """Return the step's title with templates rendered, except secrets."""

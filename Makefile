@@ -1,0 +1,33 @@
+# Quick start: `make demo` and `make test`; each sets itself up on a fresh Debian machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test lint format clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+	@bash scripts/ensure-system.sh "$(PY)"
+
+demo: setup
+	$(VENV)/bin/usher demo
+
+test: setup
+	@bash scripts/ensure-system.sh "$(PY)" test
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var
