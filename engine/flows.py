@@ -18,16 +18,24 @@ STEP_KINDS = (
     "check",
     "uncheck",
     "press",
+    "upload",
     "wait_for",
     "expect",
+    "dialog",
+    "dismiss_overlay",
     "totp",
     "extract",
+    "extract_rows",
     "if_visible",
     "unless_visible",
+    "if_all",
     "screenshot",
     "already",
     "fail",
 )
+
+
+BRANCHING = ("if_visible", "unless_visible", "if_all")
 
 
 class FlowError(Exception):
@@ -76,6 +84,14 @@ class Locator(BaseModel):
         return ", ".join(parts)
 
 
+class Condition(Locator):
+    """A check on one element for `if_all`: visible, and optionally a value, text or state."""
+
+    value: str | None = None
+    contains: str | None = Field(default=None, description="Text the element contains.")
+    checked: bool | None = None
+
+
 class Expectation(BaseModel):
     """What an `expect` or `wait_for` step waits for."""
 
@@ -99,12 +115,21 @@ class Step(BaseModel):
     check: Locator | None = None
     uncheck: Locator | None = None
     press: Locator | None = None
+    upload: Locator | None = None
     wait_for: Locator | Expectation | None = None
     expect: Locator | Expectation | None = None
+    dialog: Literal["accept", "dismiss"] | None = Field(
+        default=None, description="Answer the next JavaScript dialog; arm it before the click."
+    )
+    dismiss_overlay: Locator | None = Field(
+        default=None, description="An overlay that may block clicks; `close` clears it."
+    )
     totp: Locator | None = None
     extract: Locator | None = None
+    extract_rows: Locator | None = Field(default=None, description="One element per row.")
     if_visible: Locator | None = None
     unless_visible: Locator | None = None
+    if_all: list[Condition] | None = None
     screenshot: str | None = None
     already: str | None = None
     fail: str | None = None
@@ -116,6 +141,14 @@ class Step(BaseModel):
     into: str | None = Field(default=None, description="For extract: the variable name.")
     state: Literal["visible", "hidden", "attached", "detached"] | None = None
     text: str | None = Field(default=None, description="For expect: text the element holds.")
+    files: list[str] = Field(default_factory=list, description="For upload: paths in the app.")
+    close: Locator | None = Field(default=None, description="For dismiss_overlay.")
+    columns: dict[str, Locator] = Field(
+        default_factory=dict, description="For extract_rows: a locator inside each row per field."
+    )
+    next_page: Locator | None = Field(default=None, description="For extract_rows paging.")
+    max_pages: int = Field(default=500, ge=1, le=100_000)
+    frame: str | None = Field(default=None, description="CSS of the iframe the locators are in.")
     fallbacks: list[Locator] = Field(default_factory=list)
     then: list["Step"] = Field(default_factory=list)
     otherwise: list["Step"] = Field(default_factory=list, alias="else")
@@ -134,10 +167,18 @@ class Step(BaseModel):
             raise ValueError("select needs a value")
         if kind == "press" and self.key is None:
             raise ValueError("press needs a key")
-        if kind == "extract" and not self.into:
-            raise ValueError("extract needs into")
-        if kind not in ("if_visible", "unless_visible") and (self.then or self.otherwise):
-            raise ValueError("then/else go with if_visible or unless_visible")
+        if kind in ("extract", "extract_rows") and not self.into:
+            raise ValueError(f"{kind} needs into")
+        if kind == "extract_rows" and not self.columns:
+            raise ValueError("extract_rows needs columns")
+        if kind == "upload" and not self.files:
+            raise ValueError("upload needs files")
+        if kind == "dismiss_overlay" and self.close is None:
+            raise ValueError("dismiss_overlay needs close")
+        if kind == "if_all" and not self.if_all:
+            raise ValueError("if_all needs at least one condition")
+        if kind not in BRANCHING and (self.then or self.otherwise):
+            raise ValueError("then/else go with if_visible, unless_visible or if_all")
         return self
 
     @property
@@ -156,8 +197,27 @@ class Step(BaseModel):
         """Return the step's name, or a default made of its kind and target."""
         if self.name:
             return self.name
-        target = self.locator.describe() if self.locator else getattr(self, self.kind)
-        return f"{self.kind} {target}"
+        if self.locator:
+            return f"{self.kind} {self.locator.describe()}"
+        if self.kind == "if_all":
+            return "if all of " + "; ".join(c.describe() for c in self.if_all or [])
+        return f"{self.kind} {getattr(self, self.kind)}"
+
+    def templates(self) -> list[str]:
+        """Return every templated string of the step itself, for checking."""
+        found: list[str] = [
+            v for v in (self.goto, self.value, self.already, self.fail) if isinstance(v, str)
+        ]
+        for spec in self.locators():
+            found += [v for v in spec.model_dump().values() if isinstance(v, str)]
+        return found
+
+    def locators(self) -> list[Locator]:
+        """Return every locator the step uses, fallbacks and conditions included."""
+        specs: list[Locator] = [s for s in (self.locator, *self.fallbacks) if s is not None]
+        specs += list(self.if_all or []) + list(self.columns.values())
+        specs += [s for s in (self.close, self.next_page) if s is not None]
+        return specs
 
 
 class Flow(BaseModel):

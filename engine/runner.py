@@ -3,6 +3,7 @@
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -11,7 +12,16 @@ from playwright.async_api import Locator as PwLocator
 from playwright.async_api import Page, Request, Route, expect
 
 from engine.constants import MASK_COLOR
-from engine.flows import Expectation, Flow, FlowError, Locator, Step, render, uses_secret
+from engine.flows import (
+    Condition,
+    Expectation,
+    Flow,
+    FlowError,
+    Locator,
+    Step,
+    render,
+    uses_secret,
+)
 from engine.totp import TotpLedger, fresh_code
 
 POLL_S = 0.1
@@ -74,6 +84,7 @@ class FlowOutcome:
 
     already: bool = False
     extracted: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,6 +98,7 @@ class RunContext:
     totp_account: str
     allowed_hosts: list[str] = field(default_factory=list)
     step_timeout_ms: int = 10_000
+    files_dir: Path | None = None
 
 
 class _Already(Exception):
@@ -102,6 +114,7 @@ class FlowRunner:
         self.sink = sink
         self.position = 0
         self.extracted: dict[str, str] = {}
+        self.rows: dict[str, list[dict[str, str]]] = {}
         self.secret_targets: list[PwLocator] = []
         self.console: list[str] = []
         self.origin = _origin(run.base_url)
@@ -127,11 +140,12 @@ class FlowRunner:
 
     async def run(self, flow: Flow) -> FlowOutcome:
         """Run every step of a flow; raise FlowFailed with step, locator and URL on failure."""
+        already = False
         try:
             await self._run_steps(flow.steps)
         except _Already:
-            return FlowOutcome(already=True, extracted=dict(self.extracted))
-        return FlowOutcome(extracted=dict(self.extracted))
+            already = True
+        return FlowOutcome(already=already, extracted=dict(self.extracted), rows=dict(self.rows))
 
     async def _run_steps(self, steps: list[Step]) -> None:
         """Run a list of steps in order."""
@@ -143,7 +157,7 @@ class FlowRunner:
         return {
             **self.run_context.variables,
             "secrets": self.run_context.secrets,
-            "vars": self.extracted,
+            "vars": {**self.extracted, **self.rows},
         }
 
     def _render(self, template: str) -> str:
@@ -207,10 +221,10 @@ class FlowRunner:
         if response is not None and response.status >= 500:
             raise FlowFailed(f"the app answered {response.status}", transient=True)
 
-    def _build(self, spec: Locator) -> PwLocator:
-        """Turn a locator spec, rendered, into a Playwright locator."""
+    def _build(self, spec: Locator, frame: str | None = None) -> PwLocator:
+        """Turn a locator spec, rendered, into a Playwright locator, inside a frame if given."""
         r = self._render
-        page = self.page
+        page: Any = self.page.frame_locator(r(frame)) if frame else self.page
         if spec.role:
             name = r(spec.name) if spec.name else None
             loc = page.get_by_role(spec.role, name=name, exact=spec.exact)  # type: ignore[arg-type]
@@ -231,7 +245,7 @@ class FlowRunner:
     async def _resolve(self, step: Step, timeout_ms: int) -> tuple[PwLocator, str]:
         """Return the first of the step's locators that is visible, polling until the timeout."""
         specs = [s for s in (step.locator, *step.fallbacks) if s is not None]
-        candidates = [(self._build(s), self._describe(s)) for s in specs]
+        candidates = [(self._build(s, step.frame), self._describe(s)) for s in specs]
         needs_visible = step.kind not in ("extract",)
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
@@ -244,12 +258,90 @@ class FlowRunner:
                 raise FlowFailed(f"no element matched {tried} within {timeout_ms} ms")
             await self.page.wait_for_timeout(POLL_S * 1000)
 
-    async def _visible_now(self, step: Step) -> bool:
-        """Tell whether any of the step's locators is visible right now."""
+    async def _condition_holds(self, step: Step) -> bool:
+        """Evaluate an if_visible, unless_visible or if_all step against the page now."""
+        if step.kind == "if_all":
+            for condition in step.if_all or []:
+                if not await self._check_condition(condition, step.frame):
+                    return False
+            return True
+        visible = False
         for spec in (step.locator, *step.fallbacks):
-            if spec is not None and await self._build(spec).first.is_visible():
-                return True
-        return False
+            if spec is not None and await self._build(spec, step.frame).first.is_visible():
+                visible = True
+                break
+        return visible if step.kind == "if_visible" else not visible
+
+    async def _check_condition(self, condition: Condition, frame: str | None) -> bool:
+        """Tell whether one element is visible and has the value, text or state asked."""
+        target = self._build(condition, frame).first
+        if not await target.is_visible():
+            return False
+        value, contains = condition.value, condition.contains
+        if value is not None and await target.input_value() != self._render(value):
+            return False
+        if contains is not None and self._render(contains) not in await target.inner_text():
+            return False
+        return condition.checked is None or await target.is_checked() == condition.checked
+
+    def _arm_dialog(self, accept: bool) -> None:
+        """Answer the next JavaScript dialog the page opens."""
+
+        async def answer(dialog: Any) -> None:
+            self.console.append(f"dialog: {dialog.type} {dialog.message!r} answered")
+            await (dialog.accept() if accept else dialog.dismiss())
+
+        self.page.once("dialog", answer)
+
+    async def _dismiss_overlay(self, step: Step) -> None:
+        """Register a handler that closes an overlay whenever it blocks an action."""
+        assert step.dismiss_overlay is not None and step.close is not None
+        overlay = self._build(step.dismiss_overlay, step.frame)
+        close = self._build(step.close, step.frame)
+
+        async def clear(_: Any) -> None:
+            await close.first.click()
+
+        await self.page.add_locator_handler(overlay, clear)
+
+    async def _extract_rows(self, step: Step, timeout_ms: int) -> None:
+        """Read a table's rows into a variable, following `next_page` until it is gone."""
+        assert step.extract_rows is not None
+        rows: list[dict[str, str]] = []
+        for _ in range(step.max_pages):
+            found = self._build(step.extract_rows, step.frame)
+            for index in range(await found.count()):
+                row = found.nth(index)
+                record = {}
+                for name, spec in step.columns.items():
+                    cell = self._build_within(row, spec)
+                    record[name] = (
+                        (await cell.first.inner_text()).strip() if await cell.count() else ""
+                    )
+                rows.append(record)
+            if step.next_page is None:
+                break
+            next_link = self._build(step.next_page, step.frame)
+            if not await next_link.first.is_visible():
+                break
+            await self._click(next_link.first, timeout_ms)
+        self.rows[step.into or ""] = rows
+
+    def _build_within(self, row: PwLocator, spec: Locator) -> PwLocator:
+        """Build a column locator inside one row."""
+        r = self._render
+        if spec.css:
+            return row.locator(r(spec.css))
+        if spec.test_id:
+            return row.get_by_test_id(r(spec.test_id))
+        if spec.role:
+            name = r(spec.name) if spec.name else None
+            return row.get_by_role(spec.role, name=name, exact=spec.exact)  # type: ignore[arg-type]
+        if spec.text:
+            return row.get_by_text(r(spec.text), exact=spec.exact)
+        if spec.label:
+            return row.get_by_label(r(spec.label), exact=spec.exact)
+        return row.get_by_placeholder(r(spec.placeholder or ""), exact=spec.exact)
 
     async def _act(self, step: Step, target: PwLocator, timeout_ms: int) -> None:
         """Perform the step's action on the resolved element."""
@@ -261,7 +353,9 @@ class FlowRunner:
         elif kind == "totp":
             await self._type_totp(target, step.secret, timeout_ms)
         elif kind == "select":
-            await target.select_option(self._render(step.value or ""), timeout=timeout_ms)
+            await self._select(target, self._render(step.value or ""), timeout_ms)
+        elif kind == "upload":
+            await target.set_input_files(self._files(step.files), timeout=timeout_ms)
         elif kind in ("check", "uncheck"):
             await target.set_checked(kind == "check", timeout=timeout_ms)
         elif kind == "press":
@@ -299,6 +393,26 @@ class FlowRunner:
             response = await started[-1].response()
             if response is not None and response.status >= 500:
                 raise FlowFailed(f"the app answered {response.status}", transient=True)
+
+    async def _select(self, target: PwLocator, value: str, timeout_ms: int) -> None:
+        """Choose an option: natively in a <select>, else by clicking the option by name."""
+        tag = await target.first.evaluate("el => el.tagName")
+        if tag == "SELECT":
+            await target.select_option(value, timeout=timeout_ms)
+            return
+        await target.click(timeout=timeout_ms)
+        await self.page.get_by_role("option", name=value, exact=True).click(timeout=timeout_ms)
+
+    def _files(self, names: list[str]) -> list[Path]:
+        """Return upload files from the app's folder, refusing paths that leave it."""
+        root = self.run_context.files_dir
+        if root is None:
+            raise FlowFailed("upload needs the app's folder to take files from")
+        paths = [(root / self._render(name)).resolve() for name in names]
+        for path in paths:
+            if not path.is_relative_to(root.resolve()) or not path.is_file():
+                raise FlowFailed(f"upload file {path.name!r} is not a file in the app's folder")
+        return paths
 
     def _check_secret_origin(self) -> None:
         """Refuse to type a secret anywhere but on the integration's own origin."""
