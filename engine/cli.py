@@ -24,7 +24,10 @@ from engine.logs import configure
 from engine.settings import Settings
 from engine.vault import Vault, VaultError
 
-app = typer.Typer(help="Usher: provision IdP identities into web apps without an API.")
+app = typer.Typer(
+    help="Usher: provision IdP identities into web apps without an API.",
+    pretty_exceptions_show_locals=False,
+)
 integrations = typer.Typer(help="Connect apps: create integrations, set their secrets.")
 tokens = typer.Typer(help="Operator API tokens.")
 fixtures = typer.Typer(help="Fixture apps for tests and the demo.")
@@ -109,12 +112,12 @@ def serve(data_dir: DataDir = None, port: int | None = None, redis_url: RedisUrl
 @app.command()
 def worker(data_dir: DataDir = None, redis_url: RedisUrl = None) -> None:
     """Run one worker that reconciles accounts, against a real Redis."""
-    from engine.worker import build_worker
+    from engine.worker import run_worker
 
     settings = settings_for(data_dir, redis_url=redis_url)
     url = require_redis(settings, "worker")
     configure()
-    run(lambda: build_worker(settings, url).async_run())
+    run(lambda: run_worker(settings, url))
 
 
 @app.command()

@@ -7,7 +7,7 @@ the request's `AsyncSession` and never commits, so a resource and the job its ch
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import cache
+from functools import cache, partial
 from typing import Any, NamedTuple, Union, cast
 from unicodedata import normalize
 
@@ -491,7 +491,7 @@ class SqlScimStorage(AsyncScimStorage):
             **columns,
         )
         key = columns["user_name_key"]
-        async with self._unique(lambda: self._user_name_taken(key, identity.id), detail):
+        async with self._unique(partial(self._user_name_taken, key, identity.id), detail):
             self.session.add(identity)
         await self.marker.user_changed(identity, None)
         return self._user_resource(resource_type, identity)
@@ -509,7 +509,7 @@ class SqlScimStorage(AsyncScimStorage):
         detail = await self._ensure_user_name_free(columns, identity.id)
         before = identity.resource
         key = columns["user_name_key"]
-        async with self._unique(lambda: self._user_name_taken(key, identity.id), detail):
+        async with self._unique(partial(self._user_name_taken, key, identity.id), detail):
             self._bump(identity, resource=stored, **columns)
         await self.marker.user_changed(identity, before)
         return self._user_resource(resource_type, identity)
@@ -571,7 +571,7 @@ class SqlScimStorage(AsyncScimStorage):
         )
         members = [Member(i, kinds[i], wanted[i]) for i in sorted(wanted)]
         key = columns["display_name_key"]
-        async with self._unique(lambda: self._display_name_taken(key, group.id), detail):
+        async with self._unique(partial(self._display_name_taken, key, group.id), detail):
             self.session.add(group)
             await self.session.flush()
             await self._insert_members(group.id, members)
@@ -599,7 +599,7 @@ class SqlScimStorage(AsyncScimStorage):
         kinds = await self._member_types(added)
         joined = [Member(i, kinds[i], wanted[i]) for i in sorted(added)]
         key = columns["display_name_key"]
-        async with self._unique(lambda: self._display_name_taken(key, group.id), detail):
+        async with self._unique(partial(self._display_name_taken, key, group.id), detail):
             self._bump(group, resource=stored, **columns)
             await self._delete_members(group.id, sorted(removed))
             await self._insert_members(group.id, joined)

@@ -203,10 +203,11 @@ class Step(BaseModel):
             return "if all of " + "; ".join(c.describe() for c in self.if_all or [])
         return f"{self.kind} {getattr(self, self.kind)}"
 
-    def templates(self) -> list[str]:
+    def templates(self, *, include_value: bool = True) -> list[str]:
         """Return every templated string of the step itself, for checking."""
+        value = self.value if include_value else None
         found: list[str] = [
-            v for v in (self.goto, self.value, self.already, self.fail) if isinstance(v, str)
+            v for v in (self.goto, value, self.already, self.fail) if isinstance(v, str)
         ]
         for spec in self.locators():
             found += [v for v in spec.model_dump().values() if isinstance(v, str)]

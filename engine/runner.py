@@ -192,16 +192,25 @@ class FlowRunner:
         if kind == "goto":
             await self._goto(self._render(step.goto or ""), timeout_ms)
             return None, "ok", None
-        if kind in ("if_visible", "unless_visible"):
-            found = await self._visible_now(step)
-            hit = found if kind == "if_visible" else not found
-            return (
-                step.locator.describe() if step.locator else None,
-                "ok",
-                (step.then if hit else step.otherwise),
-            )
+        if kind in ("if_visible", "unless_visible", "if_all"):
+            hit = await self._condition_holds(step)
+            branch = step.then if hit else step.otherwise
+            return self._describe(step.locator) if step.locator else None, "ok", branch
         if kind == "screenshot":
             return None, "ok", None
+        if kind == "dialog":
+            self._arm_dialog(step.dialog == "accept")
+            return None, "ok", None
+        if kind == "dismiss_overlay" and step.dismiss_overlay is not None:
+            await self._dismiss_overlay(step)
+            return self._describe(step.dismiss_overlay), "ok", None
+        if kind == "extract_rows" and step.extract_rows is not None:
+            await self._extract_rows(step, timeout_ms)
+            return self._describe(step.extract_rows), "ok", None
+        if kind == "wait_for" and isinstance(step.wait_for, Locator) and step.state:
+            target = self._build(step.wait_for, step.frame).first
+            await target.wait_for(state=step.state, timeout=timeout_ms)
+            return self._describe(step.wait_for), "ok", None
         if kind == "already":
             raise _Already(self._render(step.already or ""))
         if kind == "fail":

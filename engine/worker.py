@@ -1,5 +1,6 @@
 """The arq worker: reconcile jobs, single-flight per identity, and the relay cron."""
 
+import asyncio
 import logging
 import secrets
 from typing import Any
@@ -111,6 +112,17 @@ def build_worker(settings: Settings, redis_url: str, *, handle_signals: bool = T
         poll_delay=settings.worker_poll_delay_s,
         handle_signals=handle_signals,
     )
+
+
+async def run_worker(settings: Settings, redis_url: str) -> None:
+    """Run a worker until SIGINT or SIGTERM; arq binds to the loop it is built in."""
+    worker = build_worker(settings, redis_url)
+    try:
+        await worker.async_run()
+    except asyncio.CancelledError:
+        log.info("worker stopping")
+    finally:
+        await worker.close()
 
 
 def _function() -> Any:

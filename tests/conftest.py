@@ -1,44 +1,28 @@
 """Real parts for every test: a private redis-server, Usher's processes, Acme over HTTP."""
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
 from engine.db import Database
-from engine.integrations import create_api_token, create_integration, set_secret
 from engine.settings import Settings
-from engine.vault import Vault
 from fixtures.acme.server import AcmeServer
 from fixtures.acme.state import AcmeState
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """Return a free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate: object, timeout_s: float, what: str) -> None:
-    """Poll a predicate until it holds, or fail naming what never happened."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+from tests.harness import (
+    ROOT,
+    Connected,
+    Usher,
+    connect_acme,
+    free_port,
+    start_process,
+    stop_process,
+    usher_env,
+    wait_for,
+    wait_healthy,
+)
 
 
 @pytest.fixture(scope="session")
@@ -65,73 +49,6 @@ def redis_url() -> Iterator[str]:
     yield url
     process.terminate()
     process.wait(timeout=10)
-
-
-@dataclass
-class Usher:
-    """A running Usher: `serve` and `worker` processes over one data dir and Redis."""
-
-    api: str
-    settings: Settings
-    redis_url: str
-    serve: subprocess.Popen[bytes]
-    worker: subprocess.Popen[bytes]
-    log_dir: Path
-
-    def logs(self) -> str:
-        """Return everything both processes logged so far."""
-        return "".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
-
-
-def usher_env(data_dir: Path, redis_url: str, port: int) -> dict[str, str]:
-    """Return the environment a test Usher process runs with."""
-    return {
-        **os.environ,
-        "USHER_DATA_DIR": str(data_dir),
-        "USHER_REDIS_URL": redis_url,
-        "USHER_PORT": str(port),
-        "USHER_ISOLATED_DNS": "true",
-        "USHER_WORKER_POLL_DELAY_S": "0.05",
-        "USHER_STEP_TIMEOUT_MS": "4000",
-        "USHER_FLOWS_DIR": str(ROOT / "flows"),
-    }
-
-
-def start_process(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start `usher COMMAND` with its output in a log file."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", command],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process by its id: SIGTERM, then SIGKILL."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGCONT)
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_healthy(api: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Wait until the API answers, failing with its log if it died."""
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"usher serve exited:\n{log.read_text()}")
-        try:
-            return httpx.get(f"{api}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, 30, "usher serve")
 
 
 @pytest.fixture(scope="session")
@@ -164,36 +81,6 @@ def acme() -> Iterator[AcmeServer]:
     """Run a fresh Acme for one test."""
     with AcmeServer(AcmeState()) as server:
         yield server
-
-
-@dataclass
-class Connected:
-    """An integration of Acme with its SCIM token, and an operator token."""
-
-    id: str
-    token: str
-    operator: str
-    scim_url: str
-
-
-async def connect_acme(usher: Usher, db: Database, acme: AcmeServer) -> Connected:
-    """Create an Acme integration with the service account's secrets."""
-    settings = usher.settings
-    async with db.session() as session:
-        integration, token = await create_integration(
-            session, settings, app="acme", base_url=acme.url
-        )
-        vault = Vault.from_path(settings.vault_key_path)
-        state = acme.state
-        for name, value in (
-            ("admin_username", state.username),
-            ("admin_password", state.password),
-            ("totp_seed", state.totp_seed),
-        ):
-            await set_secret(session, settings, vault, integration.id, name, value)
-        operator = await create_api_token(session, "tests")
-    scim_url = f"{usher.api}/scim/v2/{integration.id}"
-    return Connected(integration.id, token, operator, scim_url)
 
 
 @pytest.fixture

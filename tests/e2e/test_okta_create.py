@@ -20,7 +20,7 @@ from engine.models import AppAccount, Job, JobStatus
 from engine.queue import redis_settings
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import sample
-from tests.conftest import Connected, Usher
+from tests.harness import Connected, Usher
 
 FINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
@@ -113,7 +113,7 @@ async def test_okta_create_becomes_an_acme_account(
 
     job = await wait_job(usher_db, identity_id)
     detail = await job_detail(usher, connected, job.id)
-    assert job.status == JobStatus.succeeded, detail
+    assert job.status == JobStatus.succeeded, job.error
 
     accounts = acme.state.users_with_email("dana.demo@example.com")
     assert len(accounts) == 1
@@ -174,7 +174,7 @@ async def test_existing_account_is_recorded_not_duplicated(
     assert response.status_code == 201, response.text
     job = await wait_job(usher_db, response.json()["id"])
     detail = await job_detail(usher, connected, job.id)
-    assert job.status == JobStatus.succeeded, detail
+    assert job.status == JobStatus.succeeded, job.error
 
     create = detail["actions"][-1]
     assert create["name"] == "create_user" and create["status"] == "succeeded"

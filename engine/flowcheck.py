@@ -1,0 +1,136 @@
+"""`usher flows check`: find what would break a flow before it runs against an app."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+from engine.apps import AppError, AppTemplate, load_app
+from engine.flows import Flow, FlowError, Step, load_flow, uses_secret
+from engine.profile import USER_VARIABLES
+
+ENTITLEMENT_ACTIONS = ("grant_entitlement", "revoke_entitlement", "set_role")
+NAMESPACES = {
+    "user": set(USER_VARIABLES),
+    "account": {"key"},
+    "integration": {"id", "base_url"},
+    "entitlement": {"value", "label", "kind", "rank", "description"},
+}
+_env = SandboxedEnvironment()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a flow: where, and what."""
+
+    file: Path
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.where}: {self.message}"
+
+
+def _walk(steps: list[Step], prefix: str = "steps") -> Iterator[tuple[str, Step]]:
+    """Yield every step with its path, branches included, in document order."""
+    for index, step in enumerate(steps):
+        where = f"{prefix}[{index}]"
+        yield where, step
+        yield from _walk(step.then, f"{where}.then")
+        yield from _walk(step.otherwise, f"{where}.else")
+
+
+def _references(template: str) -> tuple[set[str], set[tuple[str, str]]]:
+    """Return the top-level names and the name.attribute pairs a template reads."""
+    tree = _env.parse(template)
+    pairs = {
+        (node.node.name, node.attr)
+        for node in tree.find_all(nodes.Getattr)
+        if isinstance(node.node, nodes.Name)
+    }
+    return meta.find_undeclared_variables(tree), pairs
+
+
+def _check_template(template: str, action: str, app: AppTemplate, extracted: set[str]) -> list[str]:
+    """Return what is wrong with one templated string."""
+    try:
+        names, pairs = _references(template)
+    except TemplateSyntaxError as error:
+        return [f"template {template!r}: {error.message}"]
+    allowed = {**NAMESPACES, "secrets": {s.name for s in app.secrets}, "vars": extracted}
+    if action not in ENTITLEMENT_ACTIONS:
+        allowed.pop("entitlement")
+    problems = [
+        f"unknown variable {name!r} in {template!r}" for name in sorted(names - set(allowed))
+    ]
+    for name, attribute in sorted(pairs):
+        if name in allowed and attribute not in allowed[name]:
+            problems.append(f"unknown variable {name}.{attribute} in {template!r}")
+    return problems
+
+
+def _check_step(step: Step, action: str, app: AppTemplate, extracted: set[str]) -> list[str]:
+    """Return what is wrong with one step, its own fields only."""
+    problems: list[str] = []
+    for template in step.templates():
+        problems += _check_template(template, action, app, extracted)
+    secret_fields = [t for t in step.templates() if uses_secret(t)]
+    if secret_fields and (step.kind != "fill" or uses_secret_outside_value(step)):
+        problems.append("a secret may only be the value of a fill step")
+    if step.kind == "goto" and step.goto and not _on_origin(step.goto, app):
+        problems.append(
+            f"goto {step.goto!r} must start with {{{{ integration.base_url }}}}"
+            " or an allowed host of the app"
+        )
+    if step.kind == "totp" and app.secret(step.secret) is None:
+        problems.append(f"totp reads secret {step.secret!r}, which the app does not declare")
+    return problems
+
+
+def uses_secret_outside_value(step: Step) -> bool:
+    """Tell whether a fill step reads a secret anywhere but its value."""
+    return any(uses_secret(t) for t in step.templates(include_value=False))
+
+
+def _on_origin(url: str, app: AppTemplate) -> bool:
+    """Tell whether a goto URL stays on the integration's origin or an allowed host."""
+    compact = url.replace(" ", "")
+    if compact.startswith("{{integration.base_url}}"):
+        return True
+    return any(url.startswith(f"https://{host}") for host in app.allowed_hosts)
+
+
+def check_flow(path: Path, app: AppTemplate) -> list[Problem]:
+    """Return every problem of one flow file."""
+    try:
+        flow: Flow = load_flow(path)
+    except FlowError as error:
+        return [Problem(path, "file", str(error).removeprefix(f"{path}: "))]
+    problems: list[Problem] = []
+    if flow.action != path.stem:
+        problems.append(Problem(path, "action", f"{flow.action!r} differs from the file name"))
+    extracted: set[str] = set()
+    for where, step in _walk(flow.steps):
+        for message in _check_step(step, flow.action, app, extracted):
+            problems.append(Problem(path, f"{where} ({step.title})", message))
+        if step.into:
+            extracted.add(step.into)
+    return problems
+
+
+def check_app(flows_dir: Path, name: str) -> list[Problem]:
+    """Return every problem of an app: its template, each declared flow, missing flows."""
+    try:
+        app = load_app(flows_dir, name)
+    except AppError as error:
+        return [Problem(flows_dir / name / "app.yaml", "template", str(error))]
+    problems: list[Problem] = []
+    for action in app.actions:
+        path = app.flow_path(action)
+        if not path.is_file():
+            problems.append(Problem(path, "file", f"action {action!r} is declared but missing"))
+            continue
+        problems += check_flow(path, app)
+    return problems
