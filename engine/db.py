@@ -1,13 +1,15 @@
 """Async database engine, sessions and migrations for SQLite and PostgreSQL."""
 
+import asyncio
+import fcntl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -15,6 +17,7 @@ from engine.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+MIGRATION_LOCK_KEY = 0x5573686572  # "Usher"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -57,9 +60,33 @@ class Database:
             yield session
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+        """Bring the schema to the newest revision, one process at a time.
+
+        `usher serve` and `usher worker` may start together on a fresh database;
+        PostgreSQL serialises them with an advisory lock, SQLite with a file lock.
+        """
         async with self.engine.begin() as connection:
-            await connection.run_sync(_upgrade)
+            if connection.dialect.name == "postgresql":
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+                await connection.run_sync(_upgrade)
+                return
+        lock_path = self._sqlite_lock_path()
+        lock = await asyncio.to_thread(_flock, lock_path) if lock_path else None
+        try:
+            async with self.engine.begin() as connection:
+                await connection.run_sync(_upgrade)
+        finally:
+            if lock is not None:
+                lock.close()
+
+    def _sqlite_lock_path(self) -> Path | None:
+        """Return the lock file beside a SQLite database file, None for memory."""
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            return None
+        return Path(f"{database}.migrate-lock")
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
@@ -72,6 +99,13 @@ def alembic_config(connection: Connection | None = None) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
     return config
+
+
+def _flock(path: Path) -> IO[bytes]:
+    """Open and exclusively lock a file, blocking until it is free."""
+    handle = path.open("ab")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
 
 
 def _upgrade(connection: Connection) -> None:

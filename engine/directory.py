@@ -54,7 +54,7 @@ ENDPOINTS = {USER: "Users", GROUP: "Groups"}
 
 SCHEMA_KINDS = {str(User.__schema__).casefold(): USER, str(Group.__schema__).casefold(): GROUP}
 TOMBSTONE_PREFIX = "Deleted:"
-"""Case-folded keys hold no capital letter, so a tombstone never equals a live userName key."""
+"""No character case-folds to an ASCII capital, so a tombstone never equals a live userName key."""
 
 MAX_TEXT = 500
 """The length of the indexed text columns."""
@@ -211,7 +211,14 @@ def names_members(path: Path[Any]) -> bool:
     """Tell whether an attribute path designates a Group's `members` or one of its parts."""
     schema = path.schema
     in_group = schema is None or SCHEMA_KINDS.get(schema.casefold()) == GROUP
-    return in_group and path.parts[0].casefold() == "members"
+    return in_group and bool(path.parts) and path.parts[0].casefold() == "members"
+
+
+def may_name_members(path: Path[Any]) -> bool:
+    """Tell whether a path may keep `members`: one under another schema URN is not ruled out."""
+    schema = path.schema
+    foreign = schema is not None and SCHEMA_KINDS.get(schema.casefold()) != GROUP
+    return foreign or names_members(path)
 
 
 def wants_members(parameters: ResponseParameters[Any] | None) -> bool:
@@ -219,7 +226,7 @@ def wants_members(parameters: ResponseParameters[Any] | None) -> bool:
     if parameters is None:
         return True
     if parameters.attributes:
-        return any(names_members(path) for path in parameters.attributes)
+        return any(may_name_members(path) for path in parameters.attributes)
     excluded = parameters.excluded_attributes or ()
     return not any(names_members(path) and len(path.parts) == 1 for path in excluded)
 

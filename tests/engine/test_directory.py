@@ -27,14 +27,14 @@ from scim2_server.requests import ScimRequest
 from scim2_server.service import ScimService
 from scim2_server.storage import ScimStorage
 from scim2_server.testing import AsyncScimStorageContract, BlockingStorage
-from scim2_server.utils import load_default_provider, parametrize
+from scim2_server.utils import parametrize
 from sqlalchemy import event, insert, text
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.db import Database
-from engine.directory import SqlScimStorage, tombstone
+from engine.directory import SqlScimStorage, default_provider, tombstone
 from engine.models import (
     Identity,
     Integration,
@@ -124,7 +124,7 @@ async def add_integration(session: AsyncSession) -> str:
 @pytest.fixture(scope="session")
 def provider() -> ScimProvider:
     """Return scim2-server's default provider: User with the enterprise extension, Group."""
-    return load_default_provider()
+    return default_provider()
 
 
 @pytest.fixture(scope="session")
@@ -192,6 +192,11 @@ class SqlStorageContract(AsyncScimStorageContract):
     connections belong to the loop that opened them: `storage` opens the engine inside that
     runner and disposes of it there. Subclasses give the `backend`.
     """
+
+    @pytest.fixture
+    def provider(self) -> ScimProvider:
+        """Share one default provider: composing its models costs more than a whole test."""
+        return default_provider()
 
     @pytest.fixture
     def storage(self, backend: Backend, provider: ScimProvider) -> Iterator[ScimStorage]:
@@ -391,6 +396,7 @@ async def test_a_unique_constraint_race_is_a_409_and_the_session_lives_on(
     other = await directory.user("jsmith")
 
     async def blind(columns: dict[str, Any], own_id: str | None) -> str:
+        """Let every userName through, as a check racing a concurrent insert would."""
         return "taken"
 
     monkeypatch.setattr(directory.storage, "_ensure_user_name_free", blind)
