@@ -92,7 +92,7 @@ async def scim(
         integration = await _integration(db, integration_id, scim_request, needs_auth=needs_auth)
         async with db.session() as session:
             outbox = Outbox(session, load_app(settings.flows_dir, integration.app))
-            storage = SqlScimStorage(session, integration.id, outbox)
+            storage = SqlScimStorage(session, integration.id, outbox, provider=service.provider)
             response = await AsyncScimHandler(service, storage).handle(scim_request)
             if int(response.status) < 400:
                 await session.commit()
