@@ -3,7 +3,6 @@
 import json
 import logging
 
-from engine.directory import SqlScimStorage
 from fastapi import APIRouter, Request, Response
 from scim2_models import UnauthorizedException
 from scim2_server.applications.base import BaseApplication
@@ -16,6 +15,7 @@ from api.deps import DbDep, QueueDep, SettingsDep
 from engine.apps import load_app
 from engine.constants import SCIM_MAX_BODY_BYTES
 from engine.db import Database
+from engine.directory import SqlScimStorage
 from engine.models import Integration
 from engine.outbox import Outbox
 from engine.tokens import same_hash
