@@ -12,6 +12,7 @@ import typer
 from engine.apps import AppError
 from engine.browser import BrowserError
 from engine.db import Database
+from engine.flows_cli import flows
 from engine.integrations import (
     IntegrationError,
     create_api_token,
@@ -34,6 +35,7 @@ fixtures = typer.Typer(help="Fixture apps for tests and the demo.")
 app.add_typer(integrations, name="integrations")
 app.add_typer(tokens, name="tokens")
 app.add_typer(fixtures, name="fixtures")
+app.add_typer(flows, name="flows")
 
 DataDir = Annotated[
     Path | None,

@@ -68,12 +68,23 @@ class IntegrationSecret(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class IntegrationSession(SQLModel, table=True):
+    """The app's logged-in browser state for an integration, encrypted, shared by workers."""
+
+    __tablename__ = "integration_session"
+    integration_id: str = Field(foreign_key="integration.id", primary_key=True, max_length=32)
+    generation: int = Field(default=0, description="Bumped by each new sign-in.")
+    ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class Identity(SQLModel, table=True):
     """A SCIM User of one integration: what the IdP says the account should be."""
 
     __table_args__ = (
         UniqueConstraint("integration_id", "user_name_key", name="uq_identity_user_name"),
         Index("ix_identity_external_id", "integration_id", "external_id"),
+        Index("ix_identity_listing", "integration_id", "created_at", "id"),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
@@ -99,6 +110,7 @@ class ScimGroup(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("integration_id", "display_name_key", name="uq_group_display_name"),
         Index("ix_scim_group_external_id", "integration_id", "external_id"),
+        Index("ix_scim_group_listing", "integration_id", "created_at", "id"),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
@@ -108,6 +120,9 @@ class ScimGroup(SQLModel, table=True):
     resource: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     version: int = 1
     generation: int = 1
+    deleted_at: datetime | None = Field(
+        default=None, description="Set by a SCIM DELETE: hidden, its former members reconciled."
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

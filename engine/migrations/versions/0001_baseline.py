@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 15:26:02.040536
+Create Date: 2026-11-28 15:43:19.016071
 
 """
 
@@ -94,6 +94,9 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_identity_integration_id"), ["integration_id"], unique=False
         )
+        batch_op.create_index(
+            "ix_identity_listing", ["integration_id", "created_at", "id"], unique=False
+        )
 
     op.create_table(
         "integration_secret",
@@ -108,6 +111,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("integration_id", "name"),
     )
     op.create_table(
+        "integration_session",
+        sa.Column("integration_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
+        sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["integration_id"],
+            ["integration.id"],
+        ),
+        sa.PrimaryKeyConstraint("integration_id"),
+    )
+    op.create_table(
         "scim_group",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("integration_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -117,6 +132,7 @@ def upgrade() -> None:
         sa.Column("resource", sa.JSON(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("deleted_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -132,6 +148,9 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             batch_op.f("ix_scim_group_integration_id"), ["integration_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_scim_group_listing", ["integration_id", "created_at", "id"], unique=False
         )
 
     op.create_table(
@@ -337,12 +356,15 @@ def downgrade() -> None:
 
     op.drop_table("app_account")
     with op.batch_alter_table("scim_group", schema=None) as batch_op:
+        batch_op.drop_index("ix_scim_group_listing")
         batch_op.drop_index(batch_op.f("ix_scim_group_integration_id"))
         batch_op.drop_index("ix_scim_group_external_id")
 
     op.drop_table("scim_group")
+    op.drop_table("integration_session")
     op.drop_table("integration_secret")
     with op.batch_alter_table("identity", schema=None) as batch_op:
+        batch_op.drop_index("ix_identity_listing")
         batch_op.drop_index(batch_op.f("ix_identity_integration_id"))
         batch_op.drop_index("ix_identity_external_id")
 

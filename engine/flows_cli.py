@@ -1,0 +1,71 @@
+"""`usher flows`: check flows statically and replay one action against an app."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.apps import available_apps
+from engine.flowcheck import check_app
+
+flows = typer.Typer(help="Check, replay and import flows.")
+
+
+def _parse_vars(pairs: list[str]) -> dict[str, str]:
+    """Turn k=v pairs into a dict, refusing a pair without '='."""
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--var takes key=value, got {pair!r}")
+        result[key.strip()] = value
+    return result
+
+
+@flows.command("check")
+def flows_check(
+    app_name: Annotated[str | None, typer.Argument(help="One app; default: every app.")] = None,
+    flows_dir: Annotated[Path | None, typer.Option(help="Default: USHER_FLOWS_DIR.")] = None,
+) -> None:
+    """Validate flows: schema, variables, secrets only in fills on the origin, actions present."""
+    from engine.cli import fail, settings_for
+
+    settings = settings_for(None, flows_dir=flows_dir)
+    apps = [app_name] if app_name else available_apps(settings.flows_dir)
+    if not apps:
+        raise fail(f"no app templates under {settings.flows_dir}")
+    problems = [p for name in apps for p in check_app(settings.flows_dir, name)]
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    if problems:
+        raise typer.Exit(code=1)
+    typer.echo(f"{', '.join(apps)}: flows OK")
+
+
+@flows.command("replay")
+def flows_replay(
+    app_name: Annotated[str, typer.Argument(help="The app, e.g. acme.")],
+    action: Annotated[str, typer.Argument(help="The action, e.g. create_user.")],
+    integration: Annotated[str, typer.Option("--integration", help="The integration's id.")],
+    var: Annotated[list[str] | None, typer.Option("--var", help="k=v, e.g. email=a@b.c")] = None,
+    headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """Run one action with sample data, printing each step, its locator and screenshot."""
+    from engine.cli import run, settings_for
+    from engine.replay import FlowFailed, ReplayRequest, run_replay
+
+    settings = settings_for(data_dir)
+    request = ReplayRequest(app_name, action, integration, _parse_vars(var or []), headed)
+    try:
+        outcome = run(lambda: run_replay(settings, request, typer.echo))
+    except FlowFailed as error:
+        typer.echo(f"usher: replay failed: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    if outcome.extracted:
+        typer.echo(f"extracted: {json.dumps(outcome.extracted)}")
+    for name, rows in outcome.rows.items():
+        typer.echo(f"{name}: {len(rows)} row(s)")
+        for row in rows:
+            typer.echo(f"  {json.dumps(row)}")

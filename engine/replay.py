@@ -1,0 +1,142 @@
+"""`usher flows replay`: run one action against an integration with sample data."""
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.apps import AppTemplate, load_app
+from engine.browser import BrowserPool
+from engine.db import Database
+from engine.embedded import EmbeddedRedis
+from engine.evidence import DirectoryEvidenceStore
+from engine.flows import load_flow
+from engine.integrations import IntegrationError, get_integration
+from engine.profile import USER_VARIABLES
+from engine.runner import Artifact, FlowFailed, FlowOutcome, FlowRunner, RunContext, StepResult
+from engine.settings import Settings
+from engine.totp import RedisTotpLedger
+from engine.vault import Vault
+
+
+class PrintingSink:
+    """Print each step as it happens and keep its screenshot under the replay's folder."""
+
+    def __init__(self, store: DirectoryEvidenceStore, prefix: str, echo: Any) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.echo = echo
+
+    async def record(self, result: StepResult, artifacts: list[Artifact]) -> None:
+        """Print one line per step: position, name, status, duration, locator, screenshot."""
+        paths = []
+        for artifact in artifacts:
+            key = f"{self.prefix}/{result.position:03d}-{artifact.kind}.{artifact.suffix}"
+            paths.append(self.store.locate(self.store.put(key, artifact.data).key))
+        locator = f"  [{result.locator}]" if result.locator else ""
+        self.echo(
+            f"{result.position:>3}. {result.name:<40} {result.status:<8}"
+            f" {result.duration_ms:>5} ms{locator}  {paths[0] if paths else '-'}"
+        )
+        if result.error:
+            self.echo(f"     error: {result.error}")
+
+
+@dataclass
+class ReplayRequest:
+    """What to replay, as given on the command line."""
+
+    app: str
+    action: str
+    integration_id: str
+    variables: dict[str, str]
+    headed: bool = False
+
+
+def build_variables(template: AppTemplate, action: str, given: dict[str, str]) -> dict[str, Any]:
+    """Turn `--var k=v` pairs into the template variables a flow reads."""
+    user: dict[str, Any] = dict.fromkeys(USER_VARIABLES)
+    user.update({"active": True, "entitlements": [], "roles": []})
+    account: dict[str, Any] = {"key": None}
+    entitlement: dict[str, Any] = {}
+    for key, value in given.items():
+        namespace, _, name = key.rpartition(".")
+        if namespace in ("", "user") and name in USER_VARIABLES:
+            user[name] = value
+        elif key == "account.key":
+            account["key"] = value
+        elif key in ("entitlement", "entitlement.value"):
+            found = next((e for e in template.entitlements if e.value == value), None)
+            if found is None:
+                values = ", ".join(e.value for e in template.entitlements)
+                raise IntegrationError(f"no entitlement {value!r} in {template.name} ({values})")
+            entitlement = found.model_dump()
+        else:
+            raise IntegrationError(f"unknown variable {key!r} for --var")
+    if user["full_name"] is None and (user["first_name"] or user["last_name"]):
+        user["full_name"] = " ".join(p for p in (user["first_name"], user["last_name"]) if p)
+    return {"user": user, "account": account, "entitlement": entitlement}
+
+
+async def run_replay(settings: Settings, request: ReplayRequest, echo: Any) -> FlowOutcome:
+    """Sign in and run one action, printing each step; raise FlowFailed on failure."""
+    template = load_app(settings.flows_dir, request.app)
+    if request.action not in template.actions:
+        actions = ", ".join(template.actions)
+        raise IntegrationError(f"app {template.name} has no action {request.action!r} ({actions})")
+    db = Database.from_settings(settings)
+    embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
+    redis_url = settings.redis_url or (embedded.url if embedded else "")
+    browsers = BrowserPool(settings.model_copy(update={"headless": not request.headed}))
+    try:
+        await db.migrate()
+        async with db.session() as session:
+            integration = await get_integration(session, request.integration_id)
+            if integration.app != template.name:
+                raise IntegrationError(f"integration {integration.id} is for {integration.app}")
+            secrets = await Vault.from_path(settings.vault_key_path).secrets_of(
+                session, integration.id
+            )
+        variables = build_variables(template, request.action, request.variables)
+        variables["integration"] = {"id": integration.id, "base_url": integration.base_url}
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(redis_url)
+        run_context = RunContext(
+            base_url=integration.base_url,
+            secrets=secrets,
+            variables=variables,
+            ledger=RedisTotpLedger(redis),
+            totp_account=integration.id,
+            allowed_hosts=template.allowed_hosts,
+            step_timeout_ms=settings.step_timeout_ms,
+            files_dir=template.folder,
+        )
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        store = DirectoryEvidenceStore(settings.evidence_dir)
+        await browsers.start()
+        started = time.monotonic()
+        try:
+            async with browsers.context() as context:
+                runner = FlowRunner(await context.new_page(), run_context)
+                await runner.guard_navigation()
+                outcome = FlowOutcome()
+                for action in ("login", request.action):
+                    echo(f"{action}:")
+                    runner.sink = PrintingSink(store, f"replays/{stamp}/{action}", echo)
+                    outcome = await runner.run(load_flow(template.flow_path(action)))
+        finally:
+            await redis.aclose()
+        echo(
+            f"{request.action} {'already so' if outcome.already else 'done'}"
+            f" in {time.monotonic() - started:.1f} s"
+        )
+        return outcome
+    finally:
+        await browsers.stop()
+        await db.dispose()
+        if embedded is not None:
+            embedded.close()
+
+
+__all__ = ["FlowFailed", "ReplayRequest", "run_replay"]
