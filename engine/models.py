@@ -83,7 +83,7 @@ class Identity(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("integration_id", "user_name_key", name="uq_identity_user_name"),
-        Index("ix_identity_external_id", "integration_id", "external_id"),
+        Index("ix_identity_external_id", "integration_id", "external_id", "created_at", "id"),
         Index("ix_identity_listing", "integration_id", "created_at", "id"),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
@@ -109,7 +109,7 @@ class ScimGroup(SQLModel, table=True):
     __tablename__ = "scim_group"
     __table_args__ = (
         UniqueConstraint("integration_id", "display_name_key", name="uq_group_display_name"),
-        Index("ix_scim_group_external_id", "integration_id", "external_id"),
+        Index("ix_scim_group_external_id", "integration_id", "external_id", "created_at", "id"),
         Index("ix_scim_group_listing", "integration_id", "created_at", "id"),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)

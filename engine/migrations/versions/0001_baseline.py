@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 15:43:19.016071
+Create Date: 2026-11-28 15:44:28.045138
 
 """
 
@@ -89,7 +89,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("identity", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_identity_external_id", ["integration_id", "external_id"], unique=False
+            "ix_identity_external_id",
+            ["integration_id", "external_id", "created_at", "id"],
+            unique=False,
         )
         batch_op.create_index(
             batch_op.f("ix_identity_integration_id"), ["integration_id"], unique=False
@@ -144,7 +146,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("scim_group", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_scim_group_external_id", ["integration_id", "external_id"], unique=False
+            "ix_scim_group_external_id",
+            ["integration_id", "external_id", "created_at", "id"],
+            unique=False,
         )
         batch_op.create_index(
             batch_op.f("ix_scim_group_integration_id"), ["integration_id"], unique=False
