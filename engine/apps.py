@@ -92,8 +92,9 @@ class AppTemplate(BaseModel):
 
     @property
     def used_attributes(self) -> frozenset[str]:
-        """Return the `user.*` variables whose change needs a job."""
-        return frozenset(self.attributes)
+        """Return the `user.*` variables whose change needs a job, entitlements included."""
+        carried = {"entitlements", "roles"} if self.entitlements else set()
+        return frozenset(self.attributes) | carried
 
     def flow_path(self, action: str) -> Path:
         """Return the YAML file of one action's flow."""

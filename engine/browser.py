@@ -5,6 +5,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
 
@@ -85,11 +86,15 @@ class BrowserPool:
             return self._browser
 
     @asynccontextmanager
-    async def context(self) -> AsyncIterator[BrowserContext]:
+    async def context(
+        self, storage_state: dict[str, Any] | None = None
+    ) -> AsyncIterator[BrowserContext]:
         """Yield a new context for one job and close it, since memory returns only then."""
         browser = await self._browser_for_job()
         context = await browser.new_context(
-            viewport={"width": 1280, "height": 800}, accept_downloads=False
+            viewport={"width": 1280, "height": 800},
+            accept_downloads=False,
+            storage_state=storage_state,  # type: ignore[arg-type]
         )
         context.set_default_timeout(self.settings.step_timeout_ms)
         try:

@@ -7,6 +7,10 @@ QUEUE_NAME: Final = f"{REDIS_PREFIX}queue"
 IDENTITY_LOCK_PREFIX: Final = f"{REDIS_PREFIX}lock:identity:"
 TOTP_STEP_PREFIX: Final = f"{REDIS_PREFIX}totp:"
 LOGIN_LOCK_PREFIX: Final = f"{REDIS_PREFIX}lock:login:"
+LOGIN_LOCK_S: Final = 120
+"""How long one worker may hold an integration's sign-in lock."""
+LOGIN_WAIT_S: Final = 150
+"""How long a worker waits for another one's sign-in before trying later."""
 
 RECONCILE_FUNCTION: Final = "reconcile_job"
 RELAY_FUNCTION: Final = "relay"

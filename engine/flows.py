@@ -141,6 +141,7 @@ class Step(BaseModel):
     into: str | None = Field(default=None, description="For extract: the variable name.")
     state: Literal["visible", "hidden", "attached", "detached"] | None = None
     text: str | None = Field(default=None, description="For expect: text the element holds.")
+    checked: bool | None = Field(default=None, description="For expect: ticked or not.")
     files: list[str] = Field(default_factory=list, description="For upload: paths in the app.")
     close: Locator | None = Field(default=None, description="For dismiss_overlay.")
     columns: dict[str, Locator] = Field(

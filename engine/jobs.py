@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlmodel import select
 
 from engine.apps import AppError, AppTemplate, load_app
@@ -32,13 +33,38 @@ from engine.models import (
 from engine.outbox import ensure_queued_job
 from engine.profile import user_variables
 from engine.queue import JobQueue
-from engine.reconciler import PlannedAction, apply_success, desired_state, plan
-from engine.runner import Artifact, FlowFailed, FlowRunner, RunContext, StepResult
+from engine.reconciler import Desired, PlannedAction, apply_success, desired_state, plan
+from engine.runner import (
+    Artifact,
+    FlowFailed,
+    FlowOutcome,
+    FlowRunner,
+    RunContext,
+    StepResult,
+)
+from engine.sessions import SignIn, load_session
 from engine.settings import Settings
 from engine.totp import TotpLedger
 from engine.vault import Vault, VaultError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Run:
+    """One job's browser run: its context, runner, session generation and action count."""
+
+    job: Job
+    template: AppTemplate
+    runner: FlowRunner
+    sign_in: SignIn
+    positions: int = 0
+    relogged: bool = False
+
+    def next_position(self) -> int:
+        """Return the next action's position in the job."""
+        self.positions += 1
+        return self.positions - 1
 
 
 @dataclass
@@ -52,6 +78,7 @@ class JobServices:
     browsers: BrowserPool
     ledger: TotpLedger
     queue: JobQueue
+    redis: Redis
     worker_name: str = socket.gethostname()
 
 
@@ -257,53 +284,75 @@ class JobRunner:
             totp_account=integration.id,
             allowed_hosts=template.allowed_hosts,
             step_timeout_ms=self.services.settings.step_timeout_ms,
+            files_dir=template.folder,
         )
-        actions = [PlannedAction("login"), *the_plan.actions]
-        async with self.services.browsers.context() as context:
-            page = await context.new_page()
-            runner = FlowRunner(page, run_context)
-            await runner.guard_navigation()
-            for position, planned in enumerate(actions):
+        async with self.services.db.session() as session:
+            kept = await load_session(session, self.services.vault, integration.id)
+        async with self.services.browsers.context(kept.state if kept else None) as context:
+            sign_in = SignIn(
+                self.services.db,
+                self.services.vault,
+                self.services.redis,
+                integration.id,
+                context,
+                kept,
+            )
+            run = _Run(job, template, FlowRunner(await context.new_page(), run_context), sign_in)
+            await run.runner.guard_navigation()
+            failure = await self._sign_in(run)
+            for planned in the_plan.actions:
+                if failure is not None:
+                    break
                 if await self._cancelled(job.id):
                     return JobStatus.cancelled
                 variables["account"] = {"key": account.app_key}
                 variables["entitlement"] = (
                     planned.entitlement.model_dump() if planned.entitlement else {}
                 )
-                error = await self._run_action(job, position, planned, template, runner)
-                if error is not None:
-                    if error.transient:
-                        return await self._retry_later(job.id, str(error))
-                    return await self._finish(job.id, JobStatus.failed, str(error))
-                if planned.name != "login":
-                    await self._record_account(account, planned, desired, template, runner)
-        return await self._finish(job.id, JobStatus.succeeded, None)
+                outcome, failure = await self._run_action(run, planned)
+                if failure is not None and await self._signed_in_again(run):
+                    outcome, failure = await self._run_action(run, planned)
+                if outcome is not None:
+                    await self._record_account(account, planned, desired, template, outcome)
+        if failure is None:
+            return await self._finish(job.id, JobStatus.succeeded, None)
+        if failure.transient:
+            return await self._retry_later(job.id, str(failure))
+        return await self._finish(job.id, JobStatus.failed, str(failure))
+
+    async def _sign_in(self, run: "_Run") -> FlowFailed | None:
+        """Sign in with the integration's kept session, renewing it if it expired."""
+        return await run.sign_in.ensure(lambda: self._run_action(run, PlannedAction("login")))
+
+    async def _signed_in_again(self, run: "_Run") -> bool:
+        """After a failed action, sign in again once; True when a new session was made."""
+        if run.relogged:
+            return False
+        run.relogged = True
+        failure = await self._sign_in(run)
+        return failure is None and run.sign_in.fresh
 
     async def _run_action(
-        self,
-        job: Job,
-        position: int,
-        planned: PlannedAction,
-        template: AppTemplate,
-        runner: FlowRunner,
-    ) -> FlowFailed | None:
-        """Run one action's flow as an Action row; return its failure, if any."""
+        self, run: "_Run", planned: PlannedAction
+    ) -> tuple[FlowOutcome | None, FlowFailed | None]:
+        """Run one action's flow as an Action row; return its outcome or its failure."""
         action = Action(
-            job_id=job.id,
-            attempt=job.attempt,
-            position=position,
+            job_id=run.job.id,
+            attempt=run.job.attempt,
+            position=run.next_position(),
             name=planned.name,
             target=planned.target,
         )
         async with self.services.db.session() as session:
             session.add(action)
             await session.commit()
-        runner.sink = DbStepSink(self.services, job.id, action)
+        run.runner.sink = DbStepSink(self.services, run.job.id, action)
+        outcome: FlowOutcome | None = None
         failure: FlowFailed | None = None
         try:
-            flow = load_flow(template.flow_path(planned.name))
-            runner.extracted.clear()
-            await runner.run(flow)
+            flow = load_flow(run.template.flow_path(planned.name))
+            run.runner.extracted.clear()
+            outcome = await run.runner.run(flow)
         except FlowError as error:
             failure = FlowFailed(str(error))
         except FlowFailed as error:
@@ -316,21 +365,21 @@ class JobRunner:
             stored.finished_at = utcnow()
             session.add(stored)
             await session.commit()
-        return failure
+        return outcome, failure
 
     async def _record_account(
         self,
         account: AppAccount,
         planned: PlannedAction,
-        desired: Any,
+        desired: Desired,
         template: AppTemplate,
-        runner: FlowRunner,
+        outcome: FlowOutcome,
     ) -> None:
         """Save what the action made true, with the app's key it extracted."""
         async with self.services.db.session() as session:
             stored = await session.get(AppAccount, account.id)
             assert stored is not None
-            apply_success(planned, stored, desired, template, runner.extracted.get("account_key"))
+            apply_success(planned, stored, desired, template, outcome.extracted.get("account_key"))
             stored.updated_at = utcnow()
             session.add(stored)
             await session.commit()

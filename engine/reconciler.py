@@ -5,7 +5,7 @@ from typing import Any
 
 from engine.apps import AppTemplate, Entitlement
 from engine.models import AppAccount, Identity
-from engine.profile import user_variables, watched_projection
+from engine.profile import user_variables
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def desired_state(identity: Identity, template: AppTemplate) -> Desired:
     return Desired(
         exists=True,
         active=bool(variables["active"]),
-        attributes=watched_projection(identity.resource, template.used_attributes),
+        attributes={name: variables[name] for name in sorted(template.attributes)},
         entitlements=frozenset(held),
     )
 

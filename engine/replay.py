@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.asyncio import Redis
+
 from engine.apps import AppTemplate, load_app
 from engine.browser import BrowserPool
 from engine.db import Database
@@ -14,6 +16,7 @@ from engine.flows import load_flow
 from engine.integrations import IntegrationError, get_integration
 from engine.profile import USER_VARIABLES
 from engine.runner import Artifact, FlowFailed, FlowOutcome, FlowRunner, RunContext, StepResult
+from engine.sessions import LoginOutcome, SignIn, load_session
 from engine.settings import Settings
 from engine.totp import RedisTotpLedger
 from engine.vault import Vault
@@ -94,13 +97,11 @@ async def run_replay(settings: Settings, request: ReplayRequest, echo: Any) -> F
             integration = await get_integration(session, request.integration_id)
             if integration.app != template.name:
                 raise IntegrationError(f"integration {integration.id} is for {integration.app}")
-            secrets = await Vault.from_path(settings.vault_key_path).secrets_of(
-                session, integration.id
-            )
+            vault = Vault.from_path(settings.vault_key_path)
+            secrets = await vault.secrets_of(session, integration.id)
+            kept = await load_session(session, vault, integration.id)
         variables = build_variables(template, request.action, request.variables)
         variables["integration"] = {"id": integration.id, "base_url": integration.base_url}
-        from redis.asyncio import Redis
-
         redis = Redis.from_url(redis_url)
         run_context = RunContext(
             base_url=integration.base_url,
@@ -117,14 +118,20 @@ async def run_replay(settings: Settings, request: ReplayRequest, echo: Any) -> F
         await browsers.start()
         started = time.monotonic()
         try:
-            async with browsers.context() as context:
+            async with browsers.context(kept.state if kept else None) as context:
                 runner = FlowRunner(await context.new_page(), run_context)
                 await runner.guard_navigation()
-                outcome = FlowOutcome()
-                for action in ("login", request.action):
-                    echo(f"{action}:")
-                    runner.sink = PrintingSink(store, f"replays/{stamp}/{action}", echo)
-                    outcome = await runner.run(load_flow(template.flow_path(action)))
+                sign_in = SignIn(db, vault, redis, integration.id, context, kept)
+
+                async def login() -> LoginOutcome:
+                    echo("login:")
+                    runner.sink = PrintingSink(store, f"replays/{stamp}/login", echo)
+                    return await runner.run(load_flow(template.flow_path("login"))), None
+
+                await sign_in.ensure(login)
+                echo(f"{request.action}:")
+                runner.sink = PrintingSink(store, f"replays/{stamp}/{request.action}", echo)
+                outcome = await runner.run(load_flow(template.flow_path(request.action)))
         finally:
             await redis.aclose()
         echo(

@@ -466,6 +466,8 @@ class FlowRunner:
             await assertion.to_contain_text(self._render(step.text), timeout=timeout_ms)
         elif step.value is not None:
             await assertion.to_have_value(self._render(step.value), timeout=timeout_ms)
+        elif step.checked is not None:
+            await assertion.to_be_checked(checked=step.checked, timeout=timeout_ms)
         elif step.state == "hidden":
             await assertion.to_be_hidden(timeout=timeout_ms)
         else:

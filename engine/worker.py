@@ -81,6 +81,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
         browsers=browsers,
         ledger=RedisTotpLedger(ctx["redis"]),
         queue=JobQueue(ctx["redis"]),
+        redis=ctx["redis"],
     )
     ctx["services"] = services
     await relay_job(ctx)

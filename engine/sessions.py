@@ -1,0 +1,105 @@
+"""The app's logged-in browser state per integration: encrypted, versioned, shared."""
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from playwright.async_api import BrowserContext
+from redis.asyncio import Redis
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.constants import LOGIN_LOCK_PREFIX, LOGIN_LOCK_S, LOGIN_WAIT_S
+from engine.db import Database
+from engine.models import IntegrationSession, utcnow
+from engine.runner import FlowFailed, FlowOutcome
+from engine.vault import Vault
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A signed-in browser state and the generation of the sign-in that made it."""
+
+    generation: int
+    state: dict[str, Any]
+
+
+async def load_session(
+    session: AsyncSession, vault: Vault, integration_id: str
+) -> StoredSession | None:
+    """Return the integration's kept sign-in, decrypted, if there is one."""
+    row = await session.get(IntegrationSession, integration_id)
+    if row is None:
+        return None
+    return StoredSession(row.generation, json.loads(vault.decrypt(row.ciphertext)))
+
+
+async def save_session(
+    session: AsyncSession, vault: Vault, integration_id: str, state: dict[str, Any]
+) -> int:
+    """Keep a new sign-in, encrypted, and return its generation."""
+    row = await session.get(IntegrationSession, integration_id)
+    if row is None:
+        row = IntegrationSession(integration_id=integration_id, ciphertext=b"")
+    row.generation += 1
+    row.ciphertext = vault.encrypt(json.dumps(state))
+    row.updated_at = utcnow()
+    session.add(row)
+    await session.commit()
+    return row.generation
+
+
+LoginOutcome = tuple[FlowOutcome | None, FlowFailed | None]
+
+
+class SignIn:
+    """Sign a job's browser context in, sharing one kept session per integration.
+
+    The login flow runs under the integration's Redis lock, one worker at a time: a
+    worker that waited loads the session another just made, so an expired session is
+    re-established once, not by every worker.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        vault: Vault,
+        redis: Redis,
+        integration_id: str,
+        context: BrowserContext,
+        kept: StoredSession | None,
+    ) -> None:
+        self.db = db
+        self.vault = vault
+        self.redis = redis
+        self.integration_id = integration_id
+        self.context = context
+        self.generation = kept.generation if kept else 0
+        self.fresh = False
+
+    async def ensure(self, run_login: Callable[[], Awaitable[LoginOutcome]]) -> FlowFailed | None:
+        """Run the login flow with the newest kept session; keep the session it makes."""
+        lock = self.redis.lock(
+            f"{LOGIN_LOCK_PREFIX}{self.integration_id}",
+            timeout=LOGIN_LOCK_S,
+            blocking_timeout=LOGIN_WAIT_S,
+        )
+        if not await lock.acquire():
+            return FlowFailed("timed out waiting for another worker to sign in", transient=True)
+        try:
+            async with self.db.session() as session:
+                kept = await load_session(session, self.vault, self.integration_id)
+            if kept is not None and kept.generation > self.generation:
+                await self.context.add_cookies(kept.state.get("cookies", []))
+                self.generation = kept.generation
+            outcome, failure = await run_login()
+            self.fresh = outcome is not None and not outcome.already
+            if self.fresh:
+                state = dict(await self.context.storage_state())
+                async with self.db.session() as session:
+                    self.generation = await save_session(
+                        session, self.vault, self.integration_id, state
+                    )
+            return failure
+        finally:
+            await lock.release()
