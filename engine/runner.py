@@ -118,7 +118,19 @@ class FlowRunner:
         self.secret_targets: list[PwLocator] = []
         self.console: list[str] = []
         self.origin = _origin(run.base_url)
+        self.escaped: str | None = None
         page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
+        page.on("request", self._watch_navigation)
+
+    def _watch_navigation(self, request: Request) -> None:
+        """Note a top-level navigation off the origin, such as a redirect the route cannot stop.
+
+        Playwright does not route redirects, so a redirect's target is reached; the flow
+        then stops at that step and types nothing more.
+        """
+        main = request.frame == self.page.main_frame
+        if main and request.is_navigation_request() and not self._allowed(request.url):
+            self.escaped = self.escaped or request.url
 
     async def guard_navigation(self) -> None:
         """Block top-level navigation to hosts the app's template does not allow."""
@@ -172,6 +184,7 @@ class FlowRunner:
         status, branch = "ok", None
         try:
             matched, status, branch = await self._perform(step)
+            self._check_escape()
         except _Already:
             await self._record(step, position, started, "skipped", matched, None)
             raise
@@ -423,6 +436,11 @@ class FlowRunner:
                 raise FlowFailed(f"upload file {path.name!r} is not a file in the app's folder")
         return paths
 
+    def _check_escape(self) -> None:
+        """Fail the step if the page left the integration's origin for a host not allowed."""
+        if self.escaped is not None:
+            raise FlowFailed(f"the app sent the browser to {self.escaped}, off its origin")
+
     def _check_secret_origin(self) -> None:
         """Refuse to type a secret anywhere but on the integration's own origin."""
         if _origin(self.page.url) != self.origin:
@@ -433,6 +451,7 @@ class FlowRunner:
 
     async def _fill(self, target: PwLocator, template: str, timeout_ms: int) -> None:
         """Fill a field; a secret is typed only on the origin and masked from then on."""
+        self._check_escape()
         if uses_secret(template):
             self._check_secret_origin()
             self.secret_targets.append(target)

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Protocol
 
 import pyotp
@@ -40,11 +41,31 @@ class RedisTotpLedger:
         return bool(claimed)
 
 
+class Clock(Protocol):
+    """Return the current Unix time; tests pass their own."""
+
+    def __call__(self) -> float:
+        """Return seconds since the epoch."""
+        ...
+
+
+class Sleep(Protocol):
+    """Wait a number of seconds; tests pass one that moves their clock."""
+
+    def __call__(self, seconds: float) -> Awaitable[None]:
+        """Wait."""
+        ...
+
+
 async def fresh_code(
-    seed: str, account: str, ledger: TotpLedger, *, clock: "Clock | None" = None
+    seed: str,
+    account: str,
+    ledger: TotpLedger,
+    *,
+    clock: Clock = time.time,
+    sleep: Sleep = asyncio.sleep,
 ) -> str:
     """Return a code with at least TOTP_MIN_LEFT_S left in its window, never typed before."""
-    clock = clock or time.time
     totp = pyotp.TOTP(seed, interval=TOTP_PERIOD_S)
     while True:
         now = clock()
@@ -52,12 +73,4 @@ async def fresh_code(
         left = TOTP_PERIOD_S - (now % TOTP_PERIOD_S)
         if left >= TOTP_MIN_LEFT_S and await ledger.claim(account, counter):
             return totp.at(counter * TOTP_PERIOD_S)
-        await asyncio.sleep(left + 0.05)
-
-
-class Clock(Protocol):
-    """Return the current Unix time; tests pass their own."""
-
-    def __call__(self) -> float:
-        """Return seconds since the epoch."""
-        ...
+        await sleep(left + 0.05)
