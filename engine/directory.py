@@ -7,6 +7,7 @@ the request's `AsyncSession` and never commits, so a resource and the job its ch
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from functools import cache, partial
 from typing import Any, NamedTuple, Union, cast
 from unicodedata import normalize
@@ -37,6 +38,7 @@ from scim2_models.path import (
     Not,
     Path,
 )
+from scim2_server.errors import MethodNotAllowedException
 from scim2_server.storage import AsyncScimStorage, SearchPage
 from scim2_server.utils import load_default_provider, parametrize
 from sqlalchemy import ColumnElement, delete, func, insert, update
@@ -44,25 +46,38 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.models import Identity, Job, JobStatus, Membership, ScimGroup, utcnow
+from engine.apps import Entitlement
+from engine.models import Identity, Membership, ScimGroup, utcnow
 from engine.outbox import ChangeMarker
+from engine.scim import (
+    OKTA_ENTITLEMENT_SCHEMA,
+    OKTA_ROLE_SCHEMA,
+    catalogue_schema_of,
+)
 
 USER = "User"
 GROUP = "Group"
+CATALOGUE = "Catalogue"
 ENDPOINTS = {USER: "Users", GROUP: "Groups"}
 """The endpoint of each kind of member, for the relative `$ref` scim2-server turns into a URL."""
 
-SCHEMA_KINDS = {str(User.__schema__).casefold(): USER, str(Group.__schema__).casefold(): GROUP}
+SCHEMA_KINDS = {
+    str(User.__schema__).casefold(): USER,
+    str(Group.__schema__).casefold(): GROUP,
+    OKTA_ENTITLEMENT_SCHEMA.casefold(): CATALOGUE,
+    OKTA_ROLE_SCHEMA.casefold(): CATALOGUE,
+}
 TOMBSTONE_PREFIX = "Deleted:"
-"""No character case-folds to an ASCII capital, so a tombstone never equals a live userName key."""
+"""No character case-folds to an ASCII capital, so a tombstone never equals a live key."""
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""When the catalogue entries, which have no row, count as created: before any resource."""
 
 MAX_TEXT = 500
 """The length of the indexed text columns."""
 
 CHUNK = 500
 """How many ids one `IN (...)` carries: far below SQLite's and PostgreSQL's parameter limits."""
-
-GROUP_DELETED = "group deleted"
 
 
 class Member(NamedTuple):
@@ -84,9 +99,9 @@ def fold(value: str) -> str:
     return normalize("NFC", value).casefold()
 
 
-def tombstone(identity_id: str) -> str:
-    """Return the userName key of a deleted identity, so that its userName can be reused."""
-    return f"{TOMBSTONE_PREFIX}{identity_id}"
+def tombstone(row_id: str) -> str:
+    """Return the name key of a deleted user or group, so that its name can be reused."""
+    return f"{TOMBSTONE_PREFIX}{row_id}"
 
 
 def version_tag(version: int) -> str:
@@ -234,7 +249,17 @@ def wants_members(parameters: ResponseParameters[Any] | None) -> bool:
 def created_then_id(resource: Resource[Any]) -> tuple[Any, str]:
     """Return the default order of search results: oldest first, ties by id."""
     assert resource.meta is not None
-    return resource.meta.created, cast(str, resource.id)
+    return resource.meta.created or EPOCH, cast(str, resource.id)
+
+
+def catalogue_json(entitlement: Entitlement) -> dict[str, Any]:
+    """Return an app entitlement as the Okta Entitlement or Role resource it is published as."""
+    data: dict[str, Any] = {"displayName": entitlement.label}
+    if entitlement.kind == "multi":
+        data["type"] = "Entitlement"
+    if entitlement.description:
+        data["description"] = entitlement.description
+    return data
 
 
 def page_of(found: list[Resource[Any]], search_request: SearchRequest[Any]) -> SearchPage:
@@ -246,12 +271,14 @@ def page_of(found: list[Resource[Any]], search_request: SearchRequest[Any]) -> S
 class SqlScimStorage(AsyncScimStorage):
     """Users and Groups of one integration, read and written in one request's session.
 
-    Users are Identity rows, soft-deleted; Groups are ScimGroup rows whose members are
-    Membership rows, diffed on update. Nothing is committed here: the caller commits the
-    request, and `operation()` opens a savepoint so a failed operation leaves the session usable.
+    Users are Identity rows and Groups ScimGroup rows whose members are Membership rows,
+    diffed on update; both are soft-deleted. The app's entitlement catalogue is served
+    read-only from its template. Nothing is committed here: the caller commits the request,
+    and `operation()` opens a savepoint so a failed operation leaves the session usable.
 
     :param provider: The provider whose models the resources are built with. Pass the
         `ScimService`'s own, so that PATCH and filters see the models the service validated.
+    :param catalogue: The app's entitlements, served at /Entitlements and /Roles.
     """
 
     supports_cursors = False
@@ -263,11 +290,13 @@ class SqlScimStorage(AsyncScimStorage):
         marker: ChangeMarker,
         *,
         provider: ScimProvider | None = None,
+        catalogue: Sequence[Entitlement] = (),
     ) -> None:
         self.session = session
         self.integration_id = integration_id
         self.marker = marker
         self.provider = provider if provider is not None else default_provider()
+        self.catalogue = tuple(catalogue)
 
     def operation(self) -> AbstractAsyncContextManager[None]:
         """Enclose one SCIM operation in a savepoint, so that its failure undoes only itself."""
@@ -281,7 +310,10 @@ class SqlScimStorage(AsyncScimStorage):
         response_parameters: ResponseParameters[Any] | None = None,
     ) -> Resource[Any]:
         """Return a live resource of this integration; members only when the response keeps them."""
-        if self._kind(resource_type) == USER:
+        kind = self._kind(resource_type)
+        if kind == CATALOGUE:
+            return self._catalogue_entry(resource_type, resource_id)
+        if kind == USER:
             return self._user_resource(resource_type, await self._identity(resource_id))
         group = await self._group(resource_id)
         members = await self._members_of([group.id]) if wants_members(response_parameters) else {}
@@ -297,7 +329,7 @@ class SqlScimStorage(AsyncScimStorage):
         """Return a page of matches: in SQL for IdP look-ups, by the filter evaluator otherwise."""
         resource_types = list({rt.name: rt for rt in resource_types}.values())
         scim_filter = self._bound_filter(search_request.filter, resource_types)
-        if len(resource_types) != 1:
+        if len(resource_types) != 1 or self._kind(resource_types[0]) == CATALOGUE:
             return await self._scanned_page(resource_types, [], scim_filter, search_request)
         kind = self._kind(resource_types[0])
         conditions, complete = self._indexed_conditions(kind, scim_filter)
@@ -307,7 +339,7 @@ class SqlScimStorage(AsyncScimStorage):
 
     async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
         """Store a new User or Group, and tell the marker."""
-        if self._kind(resource_type) == USER:
+        if self._writable(resource_type) == USER:
             return await self._create_user(resource_type, resource)
         return await self._create_group(resource_type, resource)
 
@@ -319,7 +351,7 @@ class SqlScimStorage(AsyncScimStorage):
         expected_version: str | None = None,
     ) -> Resource[Any]:
         """Replace a User or Group with its whole new state, and tell the marker."""
-        if self._kind(resource_type) == USER:
+        if self._writable(resource_type) == USER:
             return await self._update_user(resource_type, resource, expected_version)
         return await self._update_group(resource_type, resource, expected_version)
 
@@ -330,8 +362,8 @@ class SqlScimStorage(AsyncScimStorage):
         *,
         expected_version: str | None = None,
     ) -> None:
-        """Soft-delete a User or delete a Group, and tell the marker."""
-        if self._kind(resource_type) == USER:
+        """Soft-delete a User or a Group, and tell the marker."""
+        if self._writable(resource_type) == USER:
             await self._delete_user(resource_id, expected_version)
         else:
             await self._delete_group(resource_id, expected_version)
@@ -362,6 +394,36 @@ class SqlScimStorage(AsyncScimStorage):
         if kind is None:
             raise NotImplementedException(detail=f"{resource_type.name} is not stored")
         return kind
+
+    def _writable(self, resource_type: ResourceType) -> str:
+        """Return the kind of a resource type SCIM may write; the catalogue is read-only."""
+        kind = self._kind(resource_type)
+        if kind == CATALOGUE:
+            raise MethodNotAllowedException(
+                allowed=["GET"], detail=f"{resource_type.name} is read-only"
+            )
+        return kind
+
+    def _catalogue(self, resource_type: ResourceType) -> list[Resource[Any]]:
+        """Return the app's entitlements a catalogue resource type lists, in template order."""
+        schema = str(resource_type.schema_).casefold()
+        model = self._model(resource_type)
+        entries = []
+        for entitlement in self.catalogue:
+            if catalogue_schema_of(entitlement.kind).casefold() != schema:
+                continue
+            entry = model.model_validate(catalogue_json(entitlement))
+            entry.id = entitlement.value
+            entry.meta = Meta(resource_type=resource_type.name)
+            entries.append(entry)
+        return entries
+
+    def _catalogue_entry(self, resource_type: ResourceType, value: str) -> Resource[Any]:
+        """Return one catalogue entry by its string value."""
+        entry = next((e for e in self._catalogue(resource_type) if e.id == value), None)
+        if entry is None:
+            raise NotFoundException(detail=f"{resource_type.name} {value!r} not found")
+        return entry
 
     def _model(self, resource_type: ResourceType) -> type[Resource[Any]]:
         """Return the model, extensions included, the provider composes for a resource type."""
@@ -417,7 +479,10 @@ class SqlScimStorage(AsyncScimStorage):
                 col(Identity.integration_id) == self.integration_id,
                 col(Identity.deleted_at).is_(None),
             ]
-        return [col(ScimGroup.integration_id) == self.integration_id]
+        return [
+            col(ScimGroup.integration_id) == self.integration_id,
+            col(ScimGroup.deleted_at).is_(None),
+        ]
 
     async def _members_of(self, group_ids: Sequence[str]) -> dict[str, list[Member]]:
         """Return the members of groups, by group id, ordered by member id."""
@@ -621,27 +686,18 @@ class SqlScimStorage(AsyncScimStorage):
         return self._group_resource(resource_type, group, members)
 
     async def _delete_group(self, group_id: str, expected_version: str | None) -> None:
-        """Tell the marker every member left, release the group's jobs, and delete it."""
+        """Hide a group from SCIM, free its name, and tell the marker its members are affected.
+
+        The row and its Membership rows stay, so that the group's job finds the members
+        whose entitlements it granted: a group job expands into its members' jobs.
+        """
         group = await self._group(group_id, lock=True)
         check_version(group.version, expected_version)
         members = (await self._members_of([group.id])).get(group.id, [])
-        await self.marker.group_changed(group, {m.member_id for m in members})
-        await self._release_jobs(group.id)
+        self._bump(group, deleted_at=utcnow(), display_name_key=tombstone(group.id))
         await self._leave_groups(group.id)
-        await self.session.exec(delete(Membership).where(col(Membership.group_id) == group.id))
-        await self.session.delete(group)
         await self.session.flush()
-
-    async def _release_jobs(self, group_id: str) -> None:
-        """Cancel a deleted group's queued job and unlink its past ones, as their FK would block."""
-        await self.session.exec(
-            update(Job)
-            .where(col(Job.group_id) == group_id, col(Job.status) == JobStatus.queued)
-            .values(status=JobStatus.cancelled, finished_at=utcnow(), error=GROUP_DELETED)
-        )
-        await self.session.exec(
-            update(Job).where(col(Job.group_id) == group_id).values(group_id=None)
-        )
+        await self.marker.group_changed(group, {m.member_id for m in members})
 
     async def _insert_members(self, group_id: str, members: Sequence[Member]) -> None:
         """Insert Membership rows in bulk, without loading them into the session."""
@@ -782,6 +838,9 @@ class SqlScimStorage(AsyncScimStorage):
         loaded: list[Resource[Any]] = []
         for resource_type in resource_types:
             kind = self._kind(resource_type)
+            if kind == CATALOGUE:
+                loaded += self._catalogue(resource_type)
+                continue
             rows = await self._rows(kind, [*self._live(kind), *conditions])
             loaded += await self._resources(resource_type, rows, with_members=with_members)
         loaded.sort(key=created_then_id)

@@ -1,4 +1,13 @@
-"""SCIM protocol set-up: the provider Usher announces and the service serving it."""
+"""SCIM protocol set-up: the provider Usher announces and the service serving it.
+
+The provider describes Users (with the enterprise extension), Groups, and the read-only
+entitlement catalogue Okta Identity Governance discovers (`/Entitlements`, `/Roles`). Its
+`ScimPolicy` takes Entra's dialect: a `remove` whose value lists what to remove, a filtered
+path that creates the entry it names, unknown attributes kept. `UsherScimService` adds what
+the IdPs need on top of scim2-server's service.
+"""
+
+from typing import Any
 
 from scim2_models import (
     AuthenticationScheme,
@@ -7,15 +16,103 @@ from scim2_models import (
     ETag,
     Filter,
     Patch,
+    PatchOp,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    Schema,
+    ScimPolicy,
     ScimProvider,
     ServiceProviderConfig,
     Sort,
 )
+from scim2_server.conditions import Conditions
+from scim2_server.errors import MethodNotAllowedException
+from scim2_server.requests import ScimRequest
+from scim2_server.responses import ScimResponse
+from scim2_server.routing import Operation, Target
 from scim2_server.service import ScimService
 from scim2_server.utils import load_default_resource_types, load_default_schemas
 
 from engine.constants import SCIM_MAX_RESULTS
+from engine.scim_dialect import USER_SCHEMA, names_schema
 from engine.settings import Settings
+
+OKTA_ENTITLEMENT_SCHEMA = "urn:okta:scim:schemas:core:1.0:Entitlement"
+OKTA_ROLE_SCHEMA = "urn:okta:scim:schemas:core:1.0:Role"
+CATALOGUE_SCHEMAS = frozenset(s.casefold() for s in (OKTA_ENTITLEMENT_SCHEMA, OKTA_ROLE_SCHEMA))
+READS = frozenset({Operation.query, Operation.search, Operation.search_with_body})
+
+ENTRA_POLICY = ScimPolicy(
+    unknown=ScimPolicy.Unknown.keep,
+    remove_value_as_filter=ScimPolicy.RemoveValue.apply,
+    unmatched_path_filter=ScimPolicy.UnmatchedPathFilter.create,
+)
+"""Entra's PATCH dialect, and the unknown attributes an IdP may send, taken as they come."""
+
+
+def catalogue_attribute(name: str, description: str, *, required: bool = False) -> dict[str, Any]:
+    """Describe one read-only string attribute of a catalogue entry."""
+    return {
+        "name": name,
+        "type": "string",
+        "multiValued": False,
+        "description": description,
+        "required": required,
+        "caseExact": False,
+        "mutability": "readOnly",
+        "returned": "default",
+        "uniqueness": "none",
+    }
+
+
+def catalogue_schemas() -> list[Schema]:
+    """Describe Okta's Entitlement and Role, as Okta Identity Governance reads them."""
+    display = catalogue_attribute("displayName", "The label the IT admin sees.", required=True)
+    description = catalogue_attribute("description", "What holding it allows in the app.")
+    kind = catalogue_attribute("type", "The kind of entitlement, as users' entitlements carry.")
+    return [
+        Schema.model_validate(
+            {
+                "id": OKTA_ENTITLEMENT_SCHEMA,
+                "name": "Entitlement",
+                "description": "An entitlement of the app; any number may be held.",
+                "attributes": [display, kind, description],
+            }
+        ),
+        Schema.model_validate(
+            {
+                "id": OKTA_ROLE_SCHEMA,
+                "name": "Role",
+                "description": "A role of the app; one is held at a time.",
+                "attributes": [display, description],
+            }
+        ),
+    ]
+
+
+def catalogue_resource_types() -> list[ResourceType]:
+    """Publish the catalogue at /Entitlements and /Roles; its `id`s are the string values."""
+    return [
+        ResourceType.model_validate(
+            {
+                "id": "Entitlement",
+                "name": "Entitlement",
+                "endpoint": "/Entitlements",
+                "description": "The app's entitlements (multi), read-only.",
+                "schema": OKTA_ENTITLEMENT_SCHEMA,
+            }
+        ),
+        ResourceType.model_validate(
+            {
+                "id": "Role",
+                "name": "Role",
+                "endpoint": "/Roles",
+                "description": "The app's exclusive roles, read-only.",
+                "schema": OKTA_ROLE_SCHEMA,
+            }
+        ),
+    ]
 
 
 def service_provider_config() -> ServiceProviderConfig:
@@ -39,14 +136,148 @@ def service_provider_config() -> ServiceProviderConfig:
 
 
 def build_provider() -> ScimProvider:
-    """Describe Users (with the enterprise extension) and Groups."""
+    """Describe Users (with the enterprise extension), Groups and the entitlement catalogue."""
     return ScimProvider.from_discovery(
-        load_default_schemas().values(),
-        load_default_resource_types().values(),
+        [*load_default_schemas().values(), *catalogue_schemas()],
+        [*load_default_resource_types().values(), *catalogue_resource_types()],
         config=service_provider_config(),
+        policy=ENTRA_POLICY,
     )
 
 
-def build_service(settings: Settings) -> ScimService:
+def is_catalogue(resource_type: ResourceType) -> bool:
+    """Tell whether a resource type is the read-only entitlement catalogue."""
+    return str(resource_type.schema_).casefold() in CATALOGUE_SCHEMAS
+
+
+def known_schemas(resource_type: ResourceType) -> frozenset[str]:
+    """Return the case-folded schema URNs a resource type declares, extensions included."""
+    extensions = [str(e.schema_) for e in resource_type.schema_extensions or []]
+    return frozenset(s.casefold() for s in (str(resource_type.schema_), *extensions))
+
+
+def unknown_schema(name: str, known: frozenset[str]) -> bool:
+    """Tell whether a URN-qualified name lies under a schema the resource type does not declare."""
+    folded = name.casefold()
+    return folded.startswith("urn:") and not any(
+        folded == schema or folded.startswith(f"{schema}:") for schema in known
+    )
+
+
+def extension_target(name: str, extras: dict[str, Any]) -> tuple[str, str | None]:
+    """Split an unknown URN name into its schema and attribute; a whole extension has none."""
+    held = next((k for k in extras if k.casefold() == name.casefold()), None)
+    if held is not None or names_schema(name):
+        return held or name, None
+    schema, _, attribute = name.rpartition(":")
+    return schema, attribute
+
+
+def written(current: Any, attribute: str | None, value: Any, *, remove: bool) -> dict[str, Any]:
+    """Return an extension's attributes once an operation has set or removed one, or all."""
+    data = dict(current) if isinstance(current, dict) else {}
+    if attribute is None:
+        return {} if remove else {**data, **value} if isinstance(value, dict) else data
+    if remove:
+        data.pop(attribute, None)
+    else:
+        data[attribute] = value
+    return data
+
+
+def write_extension(extras: dict[str, Any], name: str, value: Any, *, remove: bool = False) -> bool:
+    """Set or remove an unknown extension attribute kept on a resource; tell if it changed."""
+    schema, attribute = extension_target(name, extras)
+    if attribute is not None and "." in attribute:
+        return False
+    held = next((k for k in extras if k.casefold() == schema.casefold()), schema)
+    current = extras.get(held)
+    data = written(current, attribute, value, remove=remove)
+    if (data or None) == current:
+        return False
+    extras.pop(held, None)
+    if data:
+        extras[held] = data
+    return True
+
+
+def patch_extensions(
+    resource: Resource[Any], patch_op: "PatchOp[Any]", known: frozenset[str]
+) -> bool:
+    """Apply the operations on extensions the provider does not know, which scim2-models drops.
+
+    Okta's Profile Editor and Entra's custom mappings put custom attributes under any URN;
+    a POST or PUT keeps them (the policy), and this makes a PATCH keep them too.
+    """
+    extras = resource.unknown_attributes
+    changed = False
+    for operation in patch_op.operations or []:
+        remove = operation.op == operation.Op.remove
+        if operation.path is not None:
+            path = str(operation.path)
+            if unknown_schema(path, known) and "[" not in path:
+                changed |= write_extension(extras, path, operation.value, remove=remove)
+        elif isinstance(operation.value, dict) and not remove:
+            for name, value in operation.value.items():
+                if isinstance(name, str) and unknown_schema(name, known):
+                    changed |= write_extension(extras, name, value)
+    if changed:
+        declared = [s for s in resource.schemas if not unknown_schema(s, known)]
+        resource.schemas = declared + [s for s in extras if s.casefold().startswith("urn:")]
+    return changed
+
+
+class UsherScimService(ScimService):
+    """scim2-server's service, with what Okta and Entra expect beyond its defaults."""
+
+    def authorize(self, request: ScimRequest, target: Target, resource_type: ResourceType) -> None:
+        """Serve the entitlement catalogue read-only: the app template is its source."""
+        if is_catalogue(resource_type) and target.operation not in READS:
+            raise MethodNotAllowedException(
+                allowed=["GET"], detail=f"{resource_type.name} is read-only: see the app template"
+            )
+
+    def apply_replacement(
+        self, current: Resource[Any], replacement: Resource[Any], conditions: Conditions
+    ) -> Resource[Any] | None:
+        """Keep a user's stored `active` when a PUT leaves it out, as Okta's wizard apps send."""
+        if getattr(replacement, "active", True) is None:
+            replacement.active = getattr(current, "active", None)
+        return super().apply_replacement(current, replacement, conditions)
+
+    def apply_patch(
+        self, current: Resource[Any], patch_op: "PatchOp[Any]", conditions: Conditions
+    ) -> Resource[Any] | None:
+        """Apply a PATCH, the attributes of undeclared extensions included."""
+        self.check_preconditions(current, "PATCH", conditions)
+        known = known_schemas(self.get_resource_type_of(current))
+        changed = bool(patch_op.patch(current))
+        changed = patch_extensions(current, patch_op, known) or changed
+        return current if changed else None
+
+    def patch_response(
+        self,
+        base_url: str,
+        resource: Resource[Any],
+        response_parameters: ResponseParameters[Any],
+    ) -> ScimResponse:
+        """Answer a User PATCH with the user (Okta and Entra read it), a Group PATCH with 204."""
+        resource_type = self.get_resource_type_of(resource)
+        if str(resource_type.schema_).casefold() != USER_SCHEMA.casefold():
+            return super().patch_response(base_url, resource, response_parameters)
+        return self.replacement_response(base_url, resource, response_parameters)
+
+
+def build_service(settings: Settings) -> UsherScimService:
     """Build the service from Settings, never from the environment."""
-    return ScimService(build_provider(), secret=settings.scim_secret)
+    return UsherScimService(build_provider(), secret=settings.scim_secret)
+
+
+def catalogue_schema_of(kind: str) -> str:
+    """Return the Okta schema an app entitlement of a kind is published under."""
+    return OKTA_ROLE_SCHEMA if kind == "exclusive" else OKTA_ENTITLEMENT_SCHEMA
+
+
+def catalogue_endpoint_of(kind: str) -> str:
+    """Return the SCIM endpoint an app entitlement of a kind is listed at."""
+    return "Roles" if kind == "exclusive" else "Entitlements"

@@ -4,7 +4,7 @@ import json
 import logging
 
 from fastapi import APIRouter, Request, Response
-from scim2_models import UnauthorizedException
+from scim2_models import PayloadTooLargeException, UnauthorizedException
 from scim2_server.applications.base import BaseApplication
 from scim2_server.handler import AsyncScimHandler
 from scim2_server.requests import ScimRequest
@@ -18,11 +18,13 @@ from engine.db import Database
 from engine.directory import SqlScimStorage
 from engine.models import Integration
 from engine.outbox import Outbox
+from engine.scim_dialect import normalise_body, normalise_query
 from engine.tokens import same_hash
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["scim"])
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+"""Every method, so that scim2-server answers the unsupported ones with a SCIM 405."""
 
 
 def _bearer(request: ScimRequest) -> str | None:
@@ -46,13 +48,19 @@ async def _integration(
     return integration
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """Read the body up to the limit; None when it is larger."""
+async def _read_body(request: Request) -> bytes:
+    """Read the body up to the limit, refusing a larger one with a SCIM 413."""
+    too_large = PayloadTooLargeException(
+        detail=f"The request body exceeds {SCIM_MAX_BODY_BYTES} bytes"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > SCIM_MAX_BODY_BYTES:
+        raise too_large
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > SCIM_MAX_BODY_BYTES:
-            return None
+            raise too_large
     return body
 
 
@@ -62,16 +70,17 @@ def _to_response(response: ScimResponse) -> Response:
     return Response(content=content, status_code=int(response.status), headers=response.headers)
 
 
+@router.api_route("/scim/v2/{integration_id}", methods=METHODS, include_in_schema=False)
 @router.api_route("/scim/v2/{integration_id}/{path:path}", methods=METHODS)
 async def scim(
     integration_id: str,
-    path: str,
     request: Request,
     db: DbDep,
     queue: QueueDep,
     settings: SettingsDep,
 ) -> Response:
     """Serve one SCIM request for one integration, committing resource and job together."""
+    path = request.path_params.get("path", "")
     service: ScimService = request.app.state.scim_service
     front = BaseApplication(service.provider, service)
     base_url = f"{str(request.base_url).rstrip('/')}/scim/v2/{integration_id}"
@@ -79,20 +88,25 @@ async def scim(
         method=request.method,
         base_url=base_url,
         path=front.split_path("/" + path),
-        query=dict(request.query_params),
+        query=normalise_query(request.query_params),
         headers=list(request.headers.items()),
     )
     pending = []
     try:
-        body = await _read_body(request)
-        if body is None:
-            raise service.payload_too_large(SCIM_MAX_BODY_BYTES)
-        scim_request.body = body
         needs_auth = front.needs_auth(scim_request)
         integration = await _integration(db, integration_id, scim_request, needs_auth=needs_auth)
+        body = await _read_body(request)
+        scim_request.body = normalise_body(scim_request.method, scim_request.path, body)
+        template = load_app(settings.flows_dir, integration.app)
         async with db.session() as session:
-            outbox = Outbox(session, load_app(settings.flows_dir, integration.app))
-            storage = SqlScimStorage(session, integration.id, outbox, provider=service.provider)
+            outbox = Outbox(session, template)
+            storage = SqlScimStorage(
+                session,
+                integration.id,
+                outbox,
+                provider=service.provider,
+                catalogue=template.entitlements,
+            )
             response = await AsyncScimHandler(service, storage).handle(scim_request)
             if int(response.status) < 400:
                 await session.commit()

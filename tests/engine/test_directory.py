@@ -22,6 +22,7 @@ from scim2_models import (
     SearchRequest,
     UniquenessException,
 )
+from scim2_server.errors import MethodNotAllowedException
 from scim2_server.handler import AsyncScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.service import ScimService
@@ -30,9 +31,10 @@ from scim2_server.testing import AsyncScimStorageContract, BlockingStorage
 from scim2_server.utils import parametrize
 from sqlalchemy import event, insert, text
 from sqlalchemy.engine import Engine
-from sqlmodel import col, func, select
+from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.apps import Entitlement
 from engine.db import Database
 from engine.directory import SqlScimStorage, default_provider, tombstone
 from engine.models import (
@@ -46,6 +48,7 @@ from engine.models import (
     utcnow,
 )
 from engine.outbox import ensure_queued_job
+from engine.scim import build_provider
 
 POSTGRES_ENV = "USHER_TEST_POSTGRES_URL"
 POSTGRES_DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -123,8 +126,8 @@ async def add_integration(session: AsyncSession) -> str:
 
 @pytest.fixture(scope="session")
 def provider() -> ScimProvider:
-    """Return scim2-server's default provider: User with the enterprise extension, Group."""
-    return default_provider()
+    """Return Usher's provider: User with the enterprise extension, Group, the catalogue."""
+    return build_provider()
 
 
 @pytest.fixture(scope="session")
@@ -584,23 +587,62 @@ async def test_a_deleted_user_is_gone_and_frees_its_user_name(directory: Directo
     assert (await directory.user("BJensen")).id != user.id
 
 
-async def test_deleting_a_group_releases_its_jobs(directory: Directory) -> None:
-    """A group's queued job is cancelled and every job unlinked, or the FK would block it."""
+async def test_a_deleted_group_is_hidden_and_keeps_its_row_for_its_job(
+    directory: Directory,
+) -> None:
+    """A deleted group: NotFound, unlisted, its name free; row, members and jobs kept."""
     alice = await directory.user("alice")
-    group = await directory.group("staff", alice)
-    done = Job(integration_id=directory.integration_id, group_id=group.id, status="succeeded")
-    directory.session.add(done)
+    group = await directory.group("Staff", alice)
     queued = await ensure_queued_job(directory.session, directory.integration_id, group_id=group.id)
     await directory.session.flush()
 
     await directory.storage.delete(directory.group_type, group.id)
 
-    jobs = select(Job).where(col(Job.id).in_([done.id, queued.id]))
-    states = {job.id: (job.status, job.group_id) for job in await directory.session.exec(jobs)}
-    assert states == {done.id: ("succeeded", None), queued.id: (JobStatus.cancelled, None)}
-    assert await directory.session.get(ScimGroup, group.id) is None
-    memberships = select(Membership).where(Membership.group_id == group.id)
-    assert (await directory.session.exec(memberships)).all() == []
+    with pytest.raises(NotFoundException):
+        await directory.storage.get(directory.group_type, group.id)
+    assert await directory.find(directory.group_type) == []
+    assert await directory.find(directory.group_type, filter='displayName eq "Staff"') == []
+    row = await directory.session.get(ScimGroup, group.id)
+    assert row is not None and row.deleted_at is not None
+    assert row.display_name_key == tombstone(group.id)
+    memberships = select(Membership.member_id).where(Membership.group_id == group.id)
+    assert (await directory.session.exec(memberships)).all() == [alice.id]
+    assert (await directory.session.get(Job, queued.id)).status == JobStatus.queued
+    assert directory.marker.groups[-1] == (group.id, {alice.id})
+    assert (await directory.group("staff", alice)).id != group.id
+    with pytest.raises(InvalidValueException):
+        await directory.group("nested", group)
+    with pytest.raises(NotFoundException):
+        await directory.storage.delete(directory.group_type, group.id)
+
+
+async def test_the_entitlement_catalogue_is_served_read_only(
+    session: AsyncSession, provider: ScimProvider
+) -> None:
+    """Multi entitlements list as Okta Entitlements, exclusive ones as Roles; no writes."""
+    catalogue = [
+        Entitlement(value="viewer", label="Viewer"),
+        Entitlement(value="plan-pro", label="Pro plan", kind="exclusive", rank=1),
+    ]
+    integration_id = await add_integration(session)
+    storage = SqlScimStorage(
+        session, integration_id, RecordingMarker(), provider=provider, catalogue=catalogue
+    )
+    types = {rt.id: rt for rt in provider.resource_types}
+    model = provider.model_for(types["Role"])
+
+    entitlements = await storage.search([types["Entitlement"]], SearchRequest(start_index=1))
+    roles = await storage.search([types["Role"]], SearchRequest(start_index=1))
+    role = await storage.get(types["Role"], "plan-pro")
+
+    assert [(e.id, e.display_name, e.type) for e in entitlements.resources] == [
+        ("viewer", "Viewer", "Entitlement")
+    ]
+    assert [r.id for r in roles.resources] == ["plan-pro"] and role.display_name == "Pro plan"
+    with pytest.raises(NotFoundException):
+        await storage.get(types["Role"], "viewer")
+    with pytest.raises(MethodNotAllowedException):
+        await storage.create(types["Role"], model(display_name="Root"))
 
 
 async def test_an_unknown_member_is_refused(directory: Directory) -> None:
