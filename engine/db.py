@@ -21,7 +21,12 @@ MIGRATION_LOCK_KEY = 0x5573686572  # "Usher"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """Let the API and workers share one SQLite file: WAL, a busy timeout, foreign keys."""
+    """Let the API and workers share one SQLite file: WAL, a busy timeout, foreign keys.
+
+    The driver's own transaction handling is turned off so that `_begin_immediate`
+    decides when a transaction starts (SQLAlchemy's documented pysqlite recipe).
+    """
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -30,11 +35,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _begin_immediate(connection: Connection) -> None:
+    """Take SQLite's write lock when a transaction begins.
+
+    A deferred transaction that reads and then writes cannot wait for another
+    writer: SQLite answers "database is locked" at once. BEGIN IMMEDIATE waits
+    for the busy timeout instead, so concurrent SCIM requests and workers queue.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str) -> AsyncEngine:
     """Create the async engine for a database URL."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _begin_immediate)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 

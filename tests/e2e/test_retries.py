@@ -1,0 +1,40 @@
+"""A transient failure (the app answers 500) is retried; the retry reconciles."""
+
+import asyncio
+import time
+
+from sqlmodel import select
+
+from engine.db import Database
+from engine.models import Job, JobStatus
+from fixtures.acme.server import AcmeServer
+from tests.e2e.test_okta_create import job_detail, okta_user, scim_post, wait_job
+from tests.harness import Connected, Usher
+
+
+async def test_a_500_from_the_app_is_retried(
+    usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
+) -> None:
+    """Every page fails on the first attempt; the second attempt creates the account."""
+    acme.state.error_rate = 1.0
+    response = await scim_post(connected, okta_user("max.retry@example.com", "Max", "Retry"))
+    assert response.status_code == 201, response.text
+    identity = response.json()["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        async with usher_db.session() as session:
+            job = (await session.exec(select(Job).where(Job.identity_id == identity))).one()
+        if job.attempt == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert job.attempt == 2 and job.status == JobStatus.queued
+    assert "the app answered 500" in (job.error or "")
+    acme.state.error_rate = 0.0
+
+    job = await wait_job(usher_db, identity)
+    assert job.status == JobStatus.succeeded and job.attempt == 2
+    detail = await job_detail(usher, connected, job.id)
+    attempts = [(a["attempt"], a["name"], a["status"]) for a in detail["actions"]]
+    assert attempts[0] == (1, "login", "failed")
+    assert attempts[-1] == (2, "create_user", "succeeded")
+    assert len(acme.state.users_with_email("max.retry@example.com")) == 1
