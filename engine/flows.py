@@ -207,9 +207,8 @@ class Step(BaseModel):
     def templates(self, *, include_value: bool = True) -> list[str]:
         """Return every templated string of the step itself, for checking."""
         value = self.value if include_value else None
-        found: list[str] = [
-            v for v in (self.goto, value, self.already, self.fail) if isinstance(v, str)
-        ]
+        fields = (self.goto, value, self.text, self.already, self.fail, self.screenshot)
+        found: list[str] = [v for v in fields if isinstance(v, str)]
         for spec in self.locators():
             found += [v for v in spec.model_dump().values() if isinstance(v, str)]
         return found
@@ -232,6 +231,14 @@ class Flow(BaseModel):
     steps: list[Step] = Field(min_length=1)
 
 
+def flow_json_schema() -> dict[str, Any]:
+    """Return the published JSON Schema of a flow file, for editors and CI."""
+    schema = Flow.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://usher.dev/schemas/flow-v{FLOW_VERSION}.json"
+    return schema
+
+
 def load_flow(path: Path) -> Flow:
     """Parse and validate a flow file, naming the file and field on error."""
     try:
@@ -246,7 +253,7 @@ def _load_flow(path: Path, _mtime: float) -> Flow:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise FlowError(f"{path}: not YAML: {error}") from error
+        raise FlowError(f"{path}: not YAML: {' '.join(str(error).split())}") from error
     try:
         return Flow.model_validate(data)
     except ValidationError as error:

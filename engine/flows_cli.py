@@ -43,6 +43,14 @@ def flows_check(
     typer.echo(f"{', '.join(apps)}: flows OK")
 
 
+@flows.command("schema")
+def flows_schema() -> None:
+    """Print the flow language's JSON Schema (published as flows/flow.schema.json)."""
+    from engine.flows import flow_json_schema
+
+    typer.echo(json.dumps(flow_json_schema(), indent=2, sort_keys=True))
+
+
 @flows.command("replay")
 def flows_replay(
     app_name: Annotated[str, typer.Argument(help="The app, e.g. acme.")],
