@@ -50,6 +50,12 @@ async def ensure_queued_job(
     return job
 
 
+def watched_variables(template: AppTemplate) -> frozenset[str]:
+    """Return the variables a job acts on: the flows' attributes, and entitlements if any."""
+    granted = {"entitlements", "roles"} if template.entitlements else set()
+    return template.used_attributes | granted
+
+
 class Outbox:
     """Mark identities dirty for one app's template; the caller enqueues `pending` after commit."""
 
@@ -61,7 +67,7 @@ class Outbox:
     async def user_changed(self, identity: Identity, before: dict | None) -> None:
         """Bump the identity's generation and queue a job when its flows see the change."""
         after = None if identity.deleted_at is not None else identity.resource
-        used = self.template.used_attributes
+        used = watched_variables(self.template)
         unchanged = watched_projection(before, used) == watched_projection(after, used)
         if before is not None and after is not None and unchanged:
             return
