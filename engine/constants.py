@@ -17,10 +17,8 @@ RELAY_FUNCTION: Final = "relay"
 
 JOB_TIMEOUT_S: Final = 300
 """The longest one reconcile may run; arq holds a crashed worker's job this long + 10 s."""
-LEASE_S: Final = 60
-"""How long a running job's lease lasts before the relay may reclaim it."""
-LEASE_RENEW_S: Final = 15
-IDENTITY_LOCK_S: Final = 330
+LEASE_RENEWALS: Final = 4
+"""A running job renews its lease (and its identity lock) this many times per lease."""
 BUSY_DEFER_S: Final = 2.0
 """How long a job waits before trying again when another job holds its identity."""
 ARQ_MAX_TRIES: Final = 10_000

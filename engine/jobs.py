@@ -9,11 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
 from sqlmodel import select
 
 from engine.apps import AppError, AppTemplate, load_app
 from engine.browser import BrowserPool
-from engine.constants import LEASE_RENEW_S, LEASE_S, RETRY_BACKOFF_S
+from engine.constants import LEASE_RENEWALS, RETRY_BACKOFF_S
 from engine.db import Database
 from engine.evidence import EvidenceStore
 from engine.flows import FlowError, load_flow
@@ -130,14 +131,17 @@ class JobRunner:
     def __init__(self, services: JobServices) -> None:
         self.services = services
 
-    async def run(self, job_id: str, attempt: int) -> str:
-        """Run a job attempt and return its final status; stale deliveries do nothing."""
+    async def run(self, job_id: str, attempt: int, *, lock: Lock | None = None) -> str:
+        """Run a job attempt and return its final status; stale deliveries do nothing.
+
+        `lock` is the identity's lock; it lapses with the lease if this worker dies.
+        """
         job = await self._start(job_id, attempt)
         if job is None:
             return "stale"
         if job.group_id is not None:
             return await self._expand_group(job)
-        renewer = asyncio.create_task(self._renew_lease(job.id))
+        renewer = asyncio.create_task(self._renew_lease(job.id, lock))
         try:
             return await self._reconcile(job)
         except Exception as error:
@@ -156,24 +160,27 @@ class JobRunner:
                 return None
             job.status = JobStatus.running
             job.started_at = utcnow()
-            job.lease_until = utcnow() + timedelta(seconds=LEASE_S)
+            job.lease_until = utcnow() + timedelta(seconds=self.services.settings.job_lease_s)
             job.worker = self.services.worker_name
             job.error = None
             session.add(job)
             await session.commit()
             return job
 
-    async def _renew_lease(self, job_id: str) -> None:
-        """Extend the lease while the job runs, so the relay leaves it alone."""
+    async def _renew_lease(self, job_id: str, lock: Lock | None) -> None:
+        """Extend the lease and the identity lock while the job runs, so neither lapses."""
+        lease_s = self.services.settings.job_lease_s
         while True:
-            await asyncio.sleep(LEASE_RENEW_S)
+            await asyncio.sleep(lease_s / LEASE_RENEWALS)
             async with self.services.db.session() as session:
                 job = await session.get(Job, job_id)
                 if job is None or job.status != JobStatus.running:
                     return
-                job.lease_until = utcnow() + timedelta(seconds=LEASE_S)
+                job.lease_until = utcnow() + timedelta(seconds=lease_s)
                 session.add(job)
                 await session.commit()
+            if lock is not None:
+                await lock.reacquire()
 
     async def _expand_group(self, job: Job) -> str:
         """Queue one identity job per current member of a changed group."""

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     worker_max_jobs: int = 2
     worker_poll_delay_s: float = 0.1
     job_max_attempts: int = 3
+    job_lease_s: int = Field(
+        default=60,
+        ge=2,
+        description="A job whose worker stops renewing for this long is reclaimed by the relay.",
+    )
     step_timeout_ms: int = 10_000
     browser_jobs_before_restart: int = 100
 

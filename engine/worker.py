@@ -1,19 +1,19 @@
 """The arq worker: reconcile jobs, single-flight per identity, and the relay cron."""
 
 import asyncio
+import contextlib
 import logging
-import secrets
 from typing import Any
 
 from arq import Retry, cron
 from arq.worker import Worker
+from redis.exceptions import LockError
 
 from engine.browser import BrowserPool
 from engine.constants import (
     ARQ_MAX_TRIES,
     BUSY_DEFER_S,
     IDENTITY_LOCK_PREFIX,
-    IDENTITY_LOCK_S,
     JOB_TIMEOUT_S,
     KEEP_RESULT_S,
     QUEUE_NAME,
@@ -32,11 +32,6 @@ from engine.vault import Vault
 
 log = logging.getLogger(__name__)
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 async def reconcile_job(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
     """Run one job attempt, holding its identity's lock so reconciles never overlap."""
@@ -47,14 +42,16 @@ async def reconcile_job(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
         return "missing"
     if job.identity_id is None:
         return await JobRunner(services).run(job_id, attempt)
-    key = f"{IDENTITY_LOCK_PREFIX}{job.identity_id}"
-    token = secrets.token_hex(8)
-    if not await ctx["redis"].set(key, token, nx=True, ex=IDENTITY_LOCK_S):
+    lock = ctx["redis"].lock(
+        f"{IDENTITY_LOCK_PREFIX}{job.identity_id}", timeout=services.settings.job_lease_s
+    )
+    if not await lock.acquire(blocking=False):
         raise Retry(defer=BUSY_DEFER_S)
     try:
-        return await JobRunner(services).run(job_id, attempt)
+        return await JobRunner(services).run(job_id, attempt, lock=lock)
     finally:
-        await ctx["redis"].eval(_RELEASE, 1, key, token)
+        with contextlib.suppress(LockError):
+            await lock.release()
 
 
 async def relay_job(ctx: dict[str, Any]) -> str:
