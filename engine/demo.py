@@ -14,7 +14,7 @@ import httpx
 from sqlmodel import select
 
 from engine.db import Database
-from engine.integrations import create_api_token, create_integration, set_secret
+from engine.integrations import create_api_token, create_integration, set_secrets
 from engine.models import Job, JobStatus
 from engine.settings import Settings
 from engine.vault import Vault
@@ -135,12 +135,7 @@ async def run_demo(settings: Settings) -> int:
                     session, settings, app="acme", base_url=acme.url, name="Acme (demo)"
                 )
                 vault = Vault.from_path(settings.vault_key_path)
-                for name, value in (
-                    ("admin_username", state.username),
-                    ("admin_password", state.password),
-                    ("totp_seed", state.totp_seed),
-                ):
-                    await set_secret(session, settings, vault, integration.id, name, value)
+                await set_secrets(session, settings, vault, integration.id, state.service_account())
                 operator = await create_api_token(session, "demo")
             print(f"Integration {integration.id} for Acme created", flush=True)
             await wait_healthy(api, usher)

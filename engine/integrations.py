@@ -92,6 +92,18 @@ async def set_secret(
     await session.commit()
 
 
+async def set_secrets(
+    session: AsyncSession,
+    settings: Settings,
+    vault: Vault,
+    integration_id: str,
+    values: dict[str, str],
+) -> None:
+    """Store several declared secrets of an integration at once."""
+    for name, value in values.items():
+        await set_secret(session, settings, vault, integration_id, name, value)
+
+
 def scim_base_url(settings: Settings, integration: Integration) -> str:
     """Return the SCIM base URL the IT admin pastes into the IdP."""
     return f"{settings.public_url.rstrip('/')}/scim/v2/{integration.id}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from engine.db import Database
-from engine.integrations import create_api_token, create_integration, set_secret
+from engine.integrations import create_api_token, create_integration, set_secrets
 from engine.settings import Settings
 from engine.vault import Vault
 from fixtures.acme.server import AcmeServer
@@ -123,12 +123,7 @@ async def connect_acme(usher: Usher, db: Database, acme: AcmeServer) -> Connecte
         )
         vault = Vault.from_path(settings.vault_key_path)
         state = acme.state
-        for name, value in (
-            ("admin_username", state.username),
-            ("admin_password", state.password),
-            ("totp_seed", state.totp_seed),
-        ):
-            await set_secret(session, settings, vault, integration.id, name, value)
+        await set_secrets(session, settings, vault, integration.id, state.service_account())
         operator = await create_api_token(session, "tests")
     scim_url = f"{usher.api}/scim/v2/{integration.id}"
     return Connected(integration.id, token, operator, scim_url)

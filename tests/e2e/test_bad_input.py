@@ -4,7 +4,7 @@ import httpx
 from sqlmodel import func, select
 
 from engine.db import Database
-from engine.integrations import create_integration, set_secret
+from engine.integrations import create_integration, set_secrets
 from engine.models import Identity, Job, JobStatus
 from engine.vault import Vault
 from fixtures.acme.server import AcmeServer
@@ -96,12 +96,7 @@ async def test_page_unlike_the_flow_fails_with_step_locator_url_and_screenshot(
         )
         vault = Vault.from_path(usher.settings.vault_key_path)
         state = acme.state
-        for name, value in (
-            ("admin_username", state.username),
-            ("admin_password", state.password),
-            ("totp_seed", state.totp_seed),
-        ):
-            await set_secret(session, usher.settings, vault, moved.id, name, value)
+        await set_secrets(session, usher.settings, vault, moved.id, state.service_account())
     broken = Connected(moved.id, token, connected.operator, f"{usher.api}/scim/v2/{moved.id}")
     response = await scim_post(broken, okta_user("gus.gone@example.com", "Gus", "Gone"))
     assert response.status_code == 201, response.text
