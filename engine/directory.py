@@ -138,12 +138,28 @@ def hidden_fields(model: type[Resource[Any]]) -> set[str]:
     }
 
 
+def without_empty_extensions(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop the `schemas` an extension object repeats, and the extensions left empty."""
+    tidy: dict[str, Any] = {}
+    for key, value in data.items():
+        if key.startswith("urn:") and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k != "schemas"}
+            if not value:
+                continue
+        tidy[key] = value
+    dropped = {k.casefold() for k in data} - {k.casefold() for k in tidy}
+    if dropped and isinstance(tidy.get("schemas"), list):
+        tidy["schemas"] = [s for s in tidy["schemas"] if str(s).casefold() not in dropped]
+    return tidy
+
+
 def stored_json(resource: Resource[Any], *excluded: str) -> dict[str, Any]:
     """Return the JSON kept in a row: camelCase as on the wire, without id, meta or secrets."""
     exclude = {"id", "meta", *hidden_fields(type(resource)), *excluded}
-    return resource.model_dump(
+    data = resource.model_dump(
         mode="json", by_alias=True, exclude_none=True, scim_ctx=None, exclude=exclude
     )
+    return without_empty_extensions(data)
 
 
 def meta_of(resource_type: ResourceType, row: Identity | ScimGroup) -> Meta:
