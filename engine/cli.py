@@ -133,6 +133,18 @@ def demo(data_dir: DataDir = None) -> None:
     raise typer.Exit(code=code)
 
 
+@app.command()
+def bench(
+    users: Annotated[int, typer.Option(help="Directory size for the look-up benchmark.")] = 100_000,
+    rounds: Annotated[int, typer.Option(help="Requests per measurement.")] = 200,
+) -> None:
+    """Measure SCIM and runner costs as ratios against baselines from the same run."""
+    from engine.bench import bench_main
+
+    configure("WARNING")
+    typer.echo(bench_main(users, rounds, settings_for(None).flows_dir))
+
+
 @integrations.command("create")
 def integrations_create(
     app_name: Annotated[str, typer.Option("--app", help="The app's folder under flows/.")],
