@@ -168,8 +168,21 @@ def test_set_role_and_list_users_through_replay(
     assert "users: 26 row(s)" in listing
 
 
-def test_replay_refuses_unknown_input(replay_env: CliRunner, connected: Connected) -> None:
-    """An unknown action or entitlement is one line and exit 2."""
+def test_replay_refuses_unknown_input(
+    replay_env: CliRunner, connected: Connected, usher: Usher
+) -> None:
+    """An unknown action, an unknown entitlement, missing secrets: one line and exit 2."""
+    created = replay_env.invoke(
+        app,
+        ["integrations", "create", "--app", "acme", "--base-url", "http://127.0.0.1:9", "--json"],
+    )
+    bare = json.loads(created.stdout)["id"]
+    lacking = replay_env.invoke(app, ["flows", "replay", "acme", "login", "--integration", bare])
+    assert lacking.exit_code == 2
+    assert lacking.stderr.strip() == (
+        f"usher: integration {bare} lacks secrets admin_username, admin_password, totp_seed:"
+        " set them with `usher integrations set-secret`"
+    )
     unknown = replay_env.invoke(
         app, ["flows", "replay", "acme", "launch", "--integration", connected.id]
     )
