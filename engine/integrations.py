@@ -109,6 +109,14 @@ def scim_base_url(settings: Settings, integration: Integration) -> str:
     return f"{settings.public_url.rstrip('/')}/scim/v2/{integration.id}"
 
 
+def lacking_secrets(integration_id: str, missing: list[str]) -> str:
+    """Say which secrets an integration still needs, and how to set them."""
+    return (
+        f"integration {integration_id} lacks secrets {', '.join(missing)}:"
+        " set them with `usher integrations set-secret`"
+    )
+
+
 async def missing_secrets(
     session: AsyncSession, vault: Vault, integration: Integration, template: AppTemplate
 ) -> list[str]:

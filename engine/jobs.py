@@ -18,6 +18,7 @@ from engine.constants import LEASE_RENEWALS, RETRY_BACKOFF_S
 from engine.db import Database
 from engine.evidence import EvidenceStore
 from engine.flows import FlowError, load_flow
+from engine.integrations import lacking_secrets
 from engine.models import (
     Action,
     ActionStatus,
@@ -275,7 +276,7 @@ class JobRunner:
         missing = [s.name for s in template.secrets if s.name not in secrets]
         if missing:
             return await self._finish(
-                job.id, JobStatus.failed, f"integration {integration.id} lacks secrets {missing}"
+                job.id, JobStatus.failed, lacking_secrets(integration.id, missing)
             )
         desired = desired_state(identity, template)
         variables: dict[str, Any] = {

@@ -13,7 +13,12 @@ from engine.db import Database
 from engine.embedded import EmbeddedRedis
 from engine.evidence import DirectoryEvidenceStore
 from engine.flows import load_flow
-from engine.integrations import IntegrationError, get_integration, missing_secrets
+from engine.integrations import (
+    IntegrationError,
+    get_integration,
+    lacking_secrets,
+    missing_secrets,
+)
 from engine.profile import USER_VARIABLES
 from engine.runner import Artifact, FlowFailed, FlowOutcome, FlowRunner, RunContext, StepResult
 from engine.sessions import LoginOutcome, SignIn, load_session
@@ -100,10 +105,7 @@ async def run_replay(settings: Settings, request: ReplayRequest, echo: Any) -> F
             vault = Vault.from_path(settings.vault_key_path)
             missing = await missing_secrets(session, vault, integration, template)
             if missing:
-                raise IntegrationError(
-                    f"integration {integration.id} lacks secrets {', '.join(missing)}:"
-                    " set them with `usher integrations set-secret`"
-                )
+                raise IntegrationError(lacking_secrets(integration.id, missing))
             secrets = await vault.secrets_of(session, integration.id)
             kept = await load_session(session, vault, integration.id)
         variables = build_variables(template, request.action, request.variables)

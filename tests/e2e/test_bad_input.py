@@ -113,3 +113,23 @@ async def test_page_unlike_the_flow_fails_with_step_locator_url_and_screenshot(
     kinds = {e["kind"] for e in failed[0]["evidence"]}
     assert kinds == {"screenshot", "html", "console"}
     assert acme.state.users_with_email("gus.gone@example.com") == []
+
+
+async def test_a_job_for_an_integration_without_secrets_says_which(
+    usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
+) -> None:
+    """No browser is started without the service account's secrets; the job names them."""
+    async with usher_db.session() as session:
+        bare, token = await create_integration(
+            session, usher.settings, app="acme", base_url=acme.url
+        )
+    unset = Connected(bare.id, token, connected.operator, f"{usher.api}/scim/v2/{bare.id}")
+    response = await scim_post(unset, okta_user("ola.open@example.com", "Ola", "Open"))
+    assert response.status_code == 201, response.text
+    job = await wait_job(usher_db, response.json()["id"])
+    assert job.status == JobStatus.failed
+    assert job.error == (
+        f"integration {bare.id} lacks secrets admin_username, admin_password, totp_seed:"
+        " set them with `usher integrations set-secret`"
+    )
+    assert acme.state.logins == 0
