@@ -7,6 +7,7 @@ path that creates the entry it names, unknown attributes kept. `UsherScimService
 the IdPs need on top of scim2-server's service.
 """
 
+import re
 from typing import Any
 
 from scim2_models import (
@@ -17,6 +18,7 @@ from scim2_models import (
     Filter,
     Patch,
     PatchOp,
+    Path,
     Resource,
     ResourceType,
     ResponseParameters,
@@ -32,7 +34,7 @@ from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation, Target
 from scim2_server.service import ScimService
-from scim2_server.utils import load_default_resource_types, load_default_schemas
+from scim2_server.utils import load_default_resource_types, load_default_schemas, parametrize
 
 from engine.constants import SCIM_MAX_RESULTS
 from engine.scim_dialect import USER_SCHEMA, names_schema
@@ -42,6 +44,8 @@ OKTA_ENTITLEMENT_SCHEMA = "urn:okta:scim:schemas:core:1.0:Entitlement"
 OKTA_ROLE_SCHEMA = "urn:okta:scim:schemas:core:1.0:Role"
 CATALOGUE_SCHEMAS = frozenset(s.casefold() for s in (OKTA_ENTITLEMENT_SCHEMA, OKTA_ROLE_SCHEMA))
 READS = frozenset({Operation.query, Operation.search, Operation.search_with_body})
+SIMPLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+"""A top-level attribute name: no sub-attribute, no filter, no schema."""
 
 ENTRA_POLICY = ScimPolicy(
     unknown=ScimPolicy.Unknown.keep,
@@ -201,27 +205,49 @@ def write_extension(extras: dict[str, Any], name: str, value: Any, *, remove: bo
     return True
 
 
-def patch_extensions(
-    resource: Resource[Any], patch_op: "PatchOp[Any]", known: frozenset[str]
+def write_attribute(extras: dict[str, Any], name: str, value: Any, *, remove: bool) -> bool:
+    """Set or remove an unknown top-level attribute kept on a resource; tell if it changed."""
+    held = next((k for k in extras if k.casefold() == name.casefold()), name)
+    current = extras.get(held)
+    if (None if remove else value) == current:
+        return False
+    extras.pop(held, None)
+    if not remove:
+        extras[held] = value
+    return True
+
+
+def write_unknown(
+    resource: Resource[Any], name: str, value: Any, known: frozenset[str], *, remove: bool
 ) -> bool:
-    """Apply the operations on extensions the provider does not know, which scim2-models drops.
+    """Write an attribute no model declares, if the name is one; tell if anything changed."""
+    extras = resource.unknown_attributes
+    if unknown_schema(name, known) and "[" not in name:
+        return write_extension(extras, name, value, remove=remove)
+    if SIMPLE_NAME.match(name) and parametrize(Path, type(resource))(name).resolve() is None:
+        return write_attribute(extras, name, value, remove=remove)
+    return False
+
+
+def patch_unknown(resource: Resource[Any], patch_op: "PatchOp[Any]", known: frozenset[str]) -> bool:
+    """Apply the operations on attributes no model declares, which scim2-models drops.
 
     Okta's Profile Editor and Entra's custom mappings put custom attributes under any URN;
     a POST or PUT keeps them (the policy), and this makes a PATCH keep them too.
     """
-    extras = resource.unknown_attributes
     changed = False
     for operation in patch_op.operations or []:
         remove = operation.op == operation.Op.remove
         if operation.path is not None:
-            path = str(operation.path)
-            if unknown_schema(path, known) and "[" not in path:
-                changed |= write_extension(extras, path, operation.value, remove=remove)
+            changed |= write_unknown(
+                resource, str(operation.path), operation.value, known, remove=remove
+            )
         elif isinstance(operation.value, dict) and not remove:
             for name, value in operation.value.items():
-                if isinstance(name, str) and unknown_schema(name, known):
-                    changed |= write_extension(extras, name, value)
+                if isinstance(name, str):
+                    changed |= write_unknown(resource, name, value, known, remove=False)
     if changed:
+        extras = resource.unknown_attributes
         declared = [s for s in resource.schemas if not unknown_schema(s, known)]
         resource.schemas = declared + [s for s in extras if s.casefold().startswith("urn:")]
     return changed
@@ -252,7 +278,7 @@ class UsherScimService(ScimService):
         self.check_preconditions(current, "PATCH", conditions)
         known = known_schemas(self.get_resource_type_of(current))
         changed = bool(patch_op.patch(current))
-        changed = patch_extensions(current, patch_op, known) or changed
+        changed = patch_unknown(current, patch_op, known) or changed
         return current if changed else None
 
     def patch_response(

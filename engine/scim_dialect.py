@@ -44,17 +44,21 @@ QUOTED = re.compile(r'("(?:[^"\\]|\\.)*")')
 
 
 def is_unset(value: Any) -> bool:
-    """Tell whether a value means "no value": null, an empty string, an emptied object."""
-    return value is None or value == "" or value == {}
+    """Tell whether a value means "no value": null, "", or an object of unset members only.
+
+    An empty object is a value like any other, for scim2-models to accept or refuse.
+    """
+    if value is None or value == "":
+        return True
+    return isinstance(value, dict) and bool(value) and all(map(is_unset, value.values()))
 
 
 def without_unset(value: Any) -> Any:
     """Drop the unset members of objects and arrays, at every depth."""
     if isinstance(value, dict):
-        kept = {key: without_unset(item) for key, item in value.items()}
-        return {key: item for key, item in kept.items() if not is_unset(item)}
+        return {k: without_unset(item) for k, item in value.items() if not is_unset(item)}
     if isinstance(value, list):
-        return [item for item in map(without_unset, value) if not is_unset(item)]
+        return [without_unset(item) for item in value if not is_unset(item)]
     return value
 
 
@@ -153,10 +157,15 @@ def fixer(kind: str) -> Callable[[str, Any], Any]:
 
 
 def declared_schemas(core: str, resource: dict[str, Any]) -> dict[str, Any]:
-    """List in `schemas` the extension URNs the body carries, and no URN it carries nothing for."""
+    """List in `schemas` the extension URNs the body carries, and no URN it carries nothing for.
+
+    A body without its core schema is left as it is, for scim2-models to refuse.
+    """
     key = find_key(resource, "schemas")
     schemas = resource.get(key) if key is not None else None
     if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
+        return resource
+    if core.casefold() not in {s.casefold() for s in schemas}:
         return resource
     carried = [
         k for k in resource if k.casefold().startswith("urn:") and isinstance(resource[k], dict)
@@ -196,7 +205,7 @@ def split_object(
     removals: list[dict[str, Any]] = []
     for name, item in value.items():
         target = name if path is None else child_path(path, name)
-        if is_unset(without_unset(item)):
+        if is_unset(item):
             removals.append(removal(target))
             continue
         if isinstance(item, dict) and path is None:
@@ -227,7 +236,7 @@ def normalise_operation(kind: str, operation: Any) -> list[Any]:
         return [operation if reshaped == value else {**operation, value_key: reshaped}]
     if op.casefold() not in ("add", "replace"):
         return [operation]
-    if path is not None and is_unset(without_unset(value)):
+    if path is not None and is_unset(value):
         return [removal(path)]
     if not isinstance(value, dict):
         reshaped = fixer(kind)(path, without_unset(value)) if path is not None else value
