@@ -4,9 +4,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routes import evidence, jobs, scim
 from engine.db import Database
@@ -46,6 +48,13 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
         """Answer a bug with a plain 500 and log it; never send a stack trace to a client."""
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        """Answer under /scim/ with a SCIM error, even where no SCIM route matched."""
+        if request.url.path.startswith(scim.SCIM_PREFIX):
+            return scim.http_error(error.status_code, str(error.detail))
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:

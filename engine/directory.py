@@ -41,7 +41,7 @@ from scim2_models.path import (
 from scim2_server.errors import MethodNotAllowedException
 from scim2_server.storage import AsyncScimStorage, SearchPage
 from scim2_server.utils import load_default_provider, parametrize
-from sqlalchemy import ColumnElement, delete, func, insert, update
+from sqlalchemy import ColumnElement, delete, false, func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -120,6 +120,15 @@ def bounded(value: str | None, attribute: str) -> str | None:
     if value is not None and len(value) > MAX_TEXT:
         raise InvalidValueException(detail=f"{attribute} is longer than {MAX_TEXT} characters")
     return value
+
+
+def storable(value: str) -> bool:
+    """Tell whether a text can be stored or compared in SQL: a lone surrogate cannot."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -470,6 +479,8 @@ class SqlScimStorage(AsyncScimStorage):
 
     async def _identity(self, identity_id: str | None, *, lock: bool = False) -> Identity:
         """Return a live identity of this integration; lock it for a write."""
+        if identity_id is None or not storable(identity_id):
+            raise NotFoundException(detail="User not found")
         query = select(Identity).where(col(Identity.id) == identity_id, *self._live(USER))
         if lock:
             query = query.with_for_update().execution_options(populate_existing=True)
@@ -480,6 +491,8 @@ class SqlScimStorage(AsyncScimStorage):
 
     async def _group(self, group_id: str | None, *, lock: bool = False) -> ScimGroup:
         """Return a group of this integration; lock it for a write."""
+        if group_id is None or not storable(group_id):
+            raise NotFoundException(detail="Group not found")
         query = select(ScimGroup).where(col(ScimGroup.id) == group_id, *self._live(GROUP))
         if lock:
             query = query.with_for_update().execution_options(populate_existing=True)
@@ -777,6 +790,8 @@ class SqlScimStorage(AsyncScimStorage):
             return None
         if not isinstance(node.value, str):
             return None
+        if not storable(node.value):
+            return false()
         binding = scim_filter.resolve_comparison(node.attr_path, strict=False)
         if binding is None or binding.model is not scim_filter.model:
             return None

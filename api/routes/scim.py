@@ -2,6 +2,9 @@
 
 import json
 import logging
+import re
+from http import HTTPStatus
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from scim2_models import PayloadTooLargeException, UnauthorizedException
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["scim"])
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 """Every method, so that scim2-server answers the unsupported ones with a SCIM 405."""
+URL_HEADERS = frozenset({"location", "content-location"})
+ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+SCIM_PREFIX = "/scim/"
 
 
 def _bearer(request: ScimRequest) -> str | None:
@@ -64,10 +70,25 @@ async def _read_body(request: Request) -> bytes:
     return body
 
 
+def _url_header(value: str) -> str:
+    """Percent-encode what a URL header cannot carry: controls, spaces, non-ASCII."""
+    return re.sub(r"[^\x21-\x7e]+", lambda m: quote(m.group(), safe=""), value)
+
+
 def _to_response(response: ScimResponse) -> Response:
     """Turn a ScimResponse into a FastAPI response, always application/scim+json."""
     content = b"" if response.body is None else json.dumps(response.body).encode()
-    return Response(content=content, status_code=int(response.status), headers=response.headers)
+    headers = {
+        name: _url_header(value) if name.lower() in URL_HEADERS else value
+        for name, value in response.headers.items()
+    }
+    return Response(content=content, status_code=int(response.status), headers=headers)
+
+
+def http_error(status_code: int, detail: str) -> Response:
+    """Answer an error raised before the SCIM route (no route matched) as a SCIM error."""
+    body = {"schemas": [ERROR_SCHEMA], "status": str(status_code), "detail": detail}
+    return _to_response(ScimResponse(HTTPStatus(status_code), body))
 
 
 @router.api_route("/scim/v2/{integration_id}", methods=METHODS, include_in_schema=False)

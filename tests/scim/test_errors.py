@@ -195,9 +195,11 @@ async def test_a_token_sees_only_its_own_integration(
 
 
 def test_every_answer_is_scim_json_even_off_the_routes(scim: Scim, scim_server: ScimServer) -> None:
-    """A path too deep, OPTIONS, an unknown integration: SCIM content type throughout."""
+    """Paths no route takes, OPTIONS, an unknown integration: SCIM errors throughout."""
     for method, url in [
         ("GET", f"{scim.url}/Users/a/b"),
+        ("GET", f"{scim.url}/Users/%0A%00"),
+        ("DELETE", f"{scim.url}/Users/%FF%FE"),
         ("OPTIONS", f"{scim.url}/Users"),
         ("GET", f"{scim_server.api}/scim/v2/{uuid.uuid4().hex}/Users"),
     ]:
