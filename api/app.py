@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import evidence, jobs, scim
+from api.routes import evidence, integrations, jobs, scim
 from engine.db import Database
 from engine.evidence import DirectoryEvidenceStore
 from engine.queue import JobQueue
@@ -42,6 +42,7 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
     app.include_router(scim.router)
     app.include_router(jobs.router)
     app.include_router(evidence.router)
+    app.include_router(integrations.router)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

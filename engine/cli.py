@@ -15,8 +15,11 @@ from engine.db import Database
 from engine.flows_cli import flows
 from engine.integrations import (
     IntegrationError,
+    IntegrationView,
     create_api_token,
     create_integration,
+    describe_integration,
+    render_integration,
     rotate_token,
     scim_base_url,
     set_secret,
@@ -211,6 +214,24 @@ def integrations_rotate_token(
             return await rotate_token(session, integration_id)
 
     typer.echo(run(lambda: _with_db(settings, work)))
+
+
+@integrations.command("show")
+def integrations_show(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Print an integration's SCIM URL, app, health, missing secrets and entitlement values."""
+    settings = settings_for(data_dir)
+
+    async def work(db: Database) -> IntegrationView:
+        async with db.session() as session:
+            vault = Vault.from_path(settings.vault_key_path)
+            return await describe_integration(session, settings, vault, integration_id)
+
+    view = run(lambda: _with_db(settings, work))
+    typer.echo(view.model_dump_json(indent=2) if as_json else render_integration(view))
 
 
 @tokens.command("create")

@@ -1,13 +1,16 @@
 """Integrations and operator tokens: create, configure, describe."""
 
+from datetime import datetime
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.apps import AppTemplate, load_app
 from engine.constants import TOKEN_PREFIX_API, TOKEN_PREFIX_SCIM
 from engine.models import ApiToken, AuditEvent, Integration, utcnow
+from engine.scim import catalogue_endpoint_of
 from engine.settings import Settings
 from engine.tokens import hash_token, new_token
 from engine.vault import Vault
@@ -137,3 +140,82 @@ async def create_api_token(session: AsyncSession, name: str) -> str:
 async def list_integrations(session: AsyncSession) -> list[Integration]:
     """Return every integration, oldest first."""
     return list((await session.exec(select(Integration).order_by(Integration.created_at))).all())
+
+
+class CatalogueEntry(BaseModel):
+    """An entitlement as the IT admin assigns it: its string value, and where SCIM lists it."""
+
+    value: str
+    label: str
+    kind: str
+    rank: int
+    description: str | None
+    scim_endpoint: str
+
+
+class IntegrationView(BaseModel):
+    """What the IT admin needs to connect an IdP: SCIM URL, app, health, secrets, catalogue."""
+
+    id: str
+    name: str
+    app: str
+    app_label: str
+    base_url: str
+    scim_base_url: str
+    health: str
+    missing_secrets: list[str]
+    entitlements: list[CatalogueEntry]
+    created_at: datetime
+
+
+async def describe_integration(
+    session: AsyncSession, settings: Settings, vault: Vault, integration_id: str
+) -> IntegrationView:
+    """Describe an integration, never a secret or a token: only what the IT admin copies."""
+    integration = await get_integration(session, integration_id)
+    template = load_app(settings.flows_dir, integration.app)
+    entries = [
+        CatalogueEntry(
+            **e.model_dump(include={"value", "label", "kind", "rank", "description"}),
+            scim_endpoint=f"/{catalogue_endpoint_of(e.kind)}",
+        )
+        for e in template.entitlements
+    ]
+    return IntegrationView(
+        id=integration.id,
+        name=integration.name,
+        app=template.name,
+        app_label=template.label,
+        base_url=integration.base_url,
+        scim_base_url=scim_base_url(settings, integration),
+        health=integration.health,
+        missing_secrets=await missing_secrets(session, vault, integration, template),
+        entitlements=entries,
+        created_at=integration.created_at,
+    )
+
+
+def render_integration(view: IntegrationView) -> str:
+    """Lay an integration out for a terminal, the entitlement values ready to copy."""
+    missing = ", ".join(view.missing_secrets)
+    lines = [
+        f"integration  {view.id}",
+        f"name         {view.name}",
+        f"app          {view.app} ({view.app_label})",
+        f"base URL     {view.base_url}",
+        f"SCIM URL     {view.scim_base_url}",
+        f"health       {view.health}",
+        f"secrets      {f'missing: {missing}' if missing else 'all set'}",
+        "entitlements (assign these string values to IdP groups)",
+    ]
+    value_width = max((len(e.value) for e in view.entitlements), default=0)
+    label_width = max((len(e.label) for e in view.entitlements), default=0)
+    for entry in view.entitlements:
+        kind = entry.kind if entry.kind == "multi" else f"{entry.kind}, rank {entry.rank}"
+        lines.append(
+            f"  {entry.value:<{value_width}}  {entry.label:<{label_width}}"
+            f"  {kind:<18}  {entry.scim_endpoint}"
+        )
+    if not view.entitlements:
+        lines.append("  none")
+    return "\n".join(lines)
