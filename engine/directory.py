@@ -715,11 +715,7 @@ class SqlScimStorage(AsyncScimStorage):
         return self._group_resource(resource_type, group, members)
 
     async def _delete_group(self, group_id: str, expected_version: str | None) -> None:
-        """Hide a group from SCIM, free its name, and tell the marker its members are affected.
-
-        The row and its Membership rows stay, so that the group's job finds the members
-        whose entitlements it granted: a group job expands into its members' jobs.
-        """
+        """Hide a group and free its name; keep its row and members for its job to reconcile."""
         group = await self._group(group_id, lock=True)
         check_version(group.version, expected_version)
         members = (await self._members_of([group.id])).get(group.id, [])

@@ -230,11 +230,7 @@ def write_unknown(
 
 
 def patch_unknown(resource: Resource[Any], patch_op: "PatchOp[Any]", known: frozenset[str]) -> bool:
-    """Apply the operations on attributes no model declares, which scim2-models drops.
-
-    Okta's Profile Editor and Entra's custom mappings put custom attributes under any URN;
-    a POST or PUT keeps them (the policy), and this makes a PATCH keep them too.
-    """
+    """Apply the operations on undeclared attributes, which scim2-models drops: custom ones."""
     changed = False
     for operation in patch_op.operations or []:
         remove = operation.op == operation.Op.remove

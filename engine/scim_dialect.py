@@ -6,12 +6,16 @@ booleans, takes dotted and URN-qualified keys in a path-less value and ignores a
 matches; the provider's `ScimPolicy` makes it remove members by value list, create the entry
 an unmatched filtered path names, and keep unknown attributes. What is left is done here:
 
-- an empty string or null means "unset": dropped from a body, a `remove` in a PATCH;
+- an empty string or null means "unset": dropped from a body, a `remove` in a PATCH; an
+  unset sub-attribute of an add/replace object is its own `remove`, as PATCH merges objects;
 - Entra's `manager` as a bare id becomes `{"value": id}`;
 - Okta's `roles: ["a", "b"]` become `[{"value": "a"}, {"value": "b"}]`;
 - Entra's role whose `value` is a JSON object in a string is unwrapped;
 - `schemas` lists the extensions a body carries, and no URN it carries no data for;
 - a filter with a bare value (`externalId eq jyoung`) gets its value quoted.
+
+Of a URN no schema of Usher's declares, a capitalised last segment (`...:2.0:User`) names a
+schema, any other an attribute of one.
 """
 
 import json
@@ -44,10 +48,7 @@ QUOTED = re.compile(r'("(?:[^"\\]|\\.)*")')
 
 
 def is_unset(value: Any) -> bool:
-    """Tell whether a value means "no value": null, "", or an object of unset members only.
-
-    An empty object is a value like any other, for scim2-models to accept or refuse.
-    """
+    """Tell whether a value means "no value": null, "", or an object of unset members only."""
     if value is None or value == "":
         return True
     return isinstance(value, dict) and bool(value) and all(map(is_unset, value.values()))
@@ -76,11 +77,7 @@ def attribute_key(path: str) -> str:
 
 
 def names_schema(path: str) -> bool:
-    """Tell whether a URN names a schema rather than one of its attributes.
-
-    Usher's own schemas are known; of another URN, the last segment tells: schemas end in
-    the resource they extend (`...:2.0:User`), attributes are camelCase.
-    """
+    """Tell whether a URN names a schema: a known one, or one ending in a capitalised resource."""
     folded = path.casefold()
     if folded in SCHEMA_PATHS:
         return True
@@ -157,10 +154,7 @@ def fixer(kind: str) -> Callable[[str, Any], Any]:
 
 
 def declared_schemas(core: str, resource: dict[str, Any]) -> dict[str, Any]:
-    """List in `schemas` the extension URNs the body carries, and no URN it carries nothing for.
-
-    A body without its core schema is left as it is, for scim2-models to refuse.
-    """
+    """Make `schemas` list the extensions a body carries, only those; leave a wrong body alone."""
     key = find_key(resource, "schemas")
     schemas = resource.get(key) if key is not None else None
     if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
@@ -195,11 +189,7 @@ def removal(path: str) -> dict[str, Any]:
 def split_object(
     kind: str, path: str | None, value: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Split an object written by add/replace into what it sets and the paths it unsets.
-
-    Sub-attributes of a complex attribute are merged by PATCH (RFC 7644 §3.5.2.3), so an
-    unset one becomes a remove: leaving it out would keep the old value.
-    """
+    """Split an add/replace object into what it sets and what it unsets: PATCH merges objects."""
     reshape = fixer(kind)
     kept: dict[str, Any] = {}
     removals: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""SCIM 2.0 per integration: authenticate, then serve through scim2-server's handler."""
+"""SCIM 2.0 per integration: authenticate, normalise the IdP dialect, serve with scim2-server."""
 
 import json
 import logging
