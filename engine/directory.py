@@ -115,20 +115,22 @@ def check_version(version: int, expected_version: str | None) -> None:
         raise PreconditionFailedException(detail=f"The resource is at {version_tag(version)}")
 
 
-def bounded(value: str | None, attribute: str) -> str | None:
-    """Refuse a value longer than its column, for a 400 rather than a database error."""
-    if value is not None and len(value) > MAX_TEXT:
-        raise InvalidValueException(detail=f"{attribute} is longer than {MAX_TEXT} characters")
-    return value
-
-
 def storable(value: str) -> bool:
-    """Tell whether a text can be stored or compared in SQL: a lone surrogate cannot."""
+    """Tell whether a text fits a SQL text column: PostgreSQL refuses NUL, UTF-8 surrogates."""
     try:
         value.encode()
     except UnicodeEncodeError:
         return False
-    return True
+    return "\x00" not in value
+
+
+def bounded(value: str | None, attribute: str) -> str | None:
+    """Refuse a value its column cannot hold, for a 400 rather than a database error."""
+    if value is not None and len(value) > MAX_TEXT:
+        raise InvalidValueException(detail=f"{attribute} is longer than {MAX_TEXT} characters")
+    if value is not None and not storable(value):
+        raise InvalidValueException(detail=f"{attribute} holds a NUL or an unpaired surrogate")
+    return value
 
 
 def chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -224,7 +226,7 @@ def requested_members(resource: Resource[Any]) -> dict[str, str | None]:
     for member in getattr(resource, "members", None) or ():
         if not member.value:
             raise InvalidValueException(detail="A member needs a value")
-        members[member.value] = bounded(member.display, "members.display")
+        members[bounded(member.value, "members.value")] = bounded(member.display, "members.display")
     return members
 
 

@@ -18,7 +18,7 @@ from api.deps import DbDep, QueueDep, SettingsDep
 from engine.apps import load_app
 from engine.constants import SCIM_MAX_BODY_BYTES
 from engine.db import Database
-from engine.directory import SqlScimStorage
+from engine.directory import SqlScimStorage, storable
 from engine.models import Integration
 from engine.outbox import Outbox
 from engine.scim_dialect import normalise_body, normalise_query
@@ -45,6 +45,8 @@ async def _integration(
 ) -> Integration:
     """Return the integration addressed; 401 alike for a bad token and an unknown id."""
     token = _bearer(request)
+    if not storable(integration_id):
+        raise UnauthorizedException(detail="a valid bearer token for this integration is required")
     async with db.session() as session:
         integration = await session.get(Integration, integration_id)
     if integration is None:

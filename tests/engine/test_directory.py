@@ -645,6 +645,37 @@ async def test_the_entitlement_catalogue_is_served_read_only(
         await storage.create(types["Role"], model(display_name="Root"))
 
 
+async def test_text_sql_cannot_hold_is_refused_or_matches_nothing(directory: Directory) -> None:
+    """A NUL or a lone surrogate in an indexed column: 400 on write, no match on read."""
+    await directory.user("plain")
+    model = directory.provider.model_for(directory.group_type)
+
+    for odd in ("nul\x00name", "half\ud800"):
+        with pytest.raises(InvalidValueException):
+            await directory.user(odd)
+        with pytest.raises(InvalidValueException):
+            await directory.user("other", external_id=odd)
+        with pytest.raises(InvalidValueException):
+            await directory.storage.create(
+                directory.group_type,
+                model.model_validate({"displayName": "g", "members": [{"value": odd}]}),
+            )
+        for attribute in ("userName", "externalId", "id"):
+            assert (
+                await directory.find(
+                    directory.user_type, filter=f"{attribute} eq {json.dumps(odd)}"
+                )
+                == []
+            )
+        with pytest.raises(NotFoundException):
+            await directory.storage.get(directory.user_type, odd)
+        with pytest.raises(NotFoundException):
+            await directory.storage.get(directory.group_type, odd)
+    assert [u.user_name for u in await directory.find(directory.user_type)] == ["plain"]
+    titled = await directory.user("titled", title="a\x00b")
+    assert (await directory.storage.get(directory.user_type, titled.id)).title == "a\x00b"
+
+
 async def test_an_unknown_member_is_refused(directory: Directory) -> None:
     """A member id the integration does not hold is a 400, not a dangling row."""
     model = directory.provider.model_for(directory.group_type)
