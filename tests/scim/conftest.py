@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -98,7 +99,9 @@ def scim_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Ite
     data_dir = tmp_path_factory.mktemp("scim-data")
     log = tmp_path_factory.mktemp("scim-logs") / "serve.log"
     port = free_port()
-    env = usher_env(data_dir, own_database(redis_url), port)
+    queue_url = own_database(redis_url)
+    redis.Redis.from_url(queue_url).flushdb()
+    env = usher_env(data_dir, queue_url, port)
     process = start_process("serve", env, log)
     api = f"http://127.0.0.1:{port}"
     try:
