@@ -270,7 +270,7 @@ class UsherScimService(ScimService):
     def apply_patch(
         self, current: Resource[Any], patch_op: "PatchOp[Any]", conditions: Conditions
     ) -> Resource[Any] | None:
-        """Apply a PATCH, the attributes of undeclared extensions included."""
+        """Apply a PATCH, attributes no schema declares included: IdPs send custom ones."""
         self.check_preconditions(current, "PATCH", conditions)
         known = known_schemas(self.get_resource_type_of(current))
         changed = bool(patch_op.patch(current))
