@@ -38,7 +38,8 @@ PAGES = {
         onchange="document.getElementById('name').textContent=this.files[0].name">
         <p id=name data-testid=file-name></p>""",
     "/dialog": """<button onclick="document.getElementById('r').textContent=
-        confirm('Delete it?') ? 'deleted' : 'kept'">Delete</button><p id=r data-testid=result></p>""",
+        confirm('Delete it?') ? 'deleted' : 'kept'">Delete</button>
+        <p id=r data-testid=result></p>""",
     "/rows": """<table><tr class=row><td>u1</td><td>a@x</td></tr>
         <tr class=row><td>u2</td><td>b@x</td></tr></table>""",
 }
