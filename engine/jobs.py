@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
-from sqlmodel import select
+from sqlmodel import col, select
 
 from engine.apps import AppError, AppTemplate, load_app
 from engine.browser import BrowserPool
@@ -28,7 +28,6 @@ from engine.models import (
     Integration,
     Job,
     JobStatus,
-    Membership,
     Step,
     utcnow,
 )
@@ -184,16 +183,19 @@ class JobRunner:
                 await lock.reacquire()
 
     async def _expand_group(self, job: Job) -> str:
-        """Queue one identity job per current member of a changed group."""
+        """Queue one identity job per user who joined or left the group."""
         async with self.services.db.session() as session:
-            members = (
+            users = (
                 await session.exec(
-                    select(Membership.member_id).where(Membership.group_id == job.group_id)
+                    select(Identity.id).where(
+                        col(Identity.id).in_(job.members),
+                        Identity.integration_id == job.integration_id,
+                    )
                 )
             ).all()
             jobs = [
-                await ensure_queued_job(session, job.integration_id, identity_id=member)
-                for member in members
+                await ensure_queued_job(session, job.integration_id, identity_id=user)
+                for user in users
             ]
             await session.commit()
         await self.services.queue.enqueue_all(jobs)

@@ -181,7 +181,12 @@ class Job(SQLModel, table=True):
         foreign_key="scim_group.id",
         index=True,
         max_length=32,
-        description="A group job expands into its members' identity jobs.",
+        description="A group job expands into the identity jobs of `members`.",
+    )
+    members: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False, server_default="[]"),
+        description="A group job's members that joined or left: one row, however many.",
     )
     status: str = Field(default=JobStatus.queued, max_length=16)
     attempt: int = 1

@@ -50,12 +50,6 @@ async def ensure_queued_job(
     return job
 
 
-def watched_variables(template: AppTemplate) -> frozenset[str]:
-    """Return the variables a job acts on: the flows' attributes, and entitlements if any."""
-    granted = {"entitlements", "roles"} if template.entitlements else set()
-    return template.used_attributes | granted
-
-
 class Outbox:
     """Mark identities dirty for one app's template; the caller enqueues `pending` after commit."""
 
@@ -67,7 +61,7 @@ class Outbox:
     async def user_changed(self, identity: Identity, before: dict | None) -> None:
         """Bump the identity's generation and queue a job when its flows see the change."""
         after = None if identity.deleted_at is not None else identity.resource
-        used = watched_variables(self.template)
+        used = self.template.used_attributes
         unchanged = watched_projection(before, used) == watched_projection(after, used)
         if before is not None and after is not None and unchanged:
             return
@@ -79,10 +73,16 @@ class Outbox:
         self.pending[job.id] = job
 
     async def group_changed(self, group: ScimGroup, changed_member_ids: set[str]) -> None:
-        """Queue one job for the group; the worker expands it to the members it affects."""
+        """Queue one job for the group with the members who joined or left.
+
+        The ids go into the job's one row, so a push of thousands of members writes
+        one row in the request; the worker fans them out into identity jobs.
+        """
         if not changed_member_ids:
             return
         group.generation += 1
         self.session.add(group)
         job = await ensure_queued_job(self.session, group.integration_id, group_id=group.id)
+        job.members = sorted(set(job.members) | changed_member_ids)
+        self.session.add(job)
         self.pending[job.id] = job
