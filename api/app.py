@@ -14,7 +14,7 @@ from api.routes import evidence, integrations, jobs, scim
 from engine.db import Database
 from engine.evidence import DirectoryEvidenceStore
 from engine.queue import JobQueue
-from engine.scim import build_service
+from engine.scim import ScimServices
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
 
     app = FastAPI(title="Usher", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    app.state.scim_service = build_service(settings)
+    app.state.scim_services = ScimServices(settings)
     app.state.evidence = DirectoryEvidenceStore(settings.evidence_dir)
     app.include_router(scim.router)
     app.include_router(jobs.router)

@@ -5,7 +5,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.profile import USER_VARIABLES
 
@@ -47,6 +54,25 @@ class Entitlement(BaseModel):
     description: str | None = None
 
 
+class ExtensionAttribute(BaseModel):
+    """One attribute of the app's own SCIM extension, readable by flows as `user.<name>`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    type: Literal["string", "boolean", "integer", "decimal"] = "string"
+    description: str = ""
+
+
+class AppExtension(BaseModel):
+    """The app's SCIM User extension, published in /Schemas for the IdP to map onto."""
+
+    model_config = ConfigDict(extra="forbid")
+    urn: str = Field(pattern=r"^urn:[A-Za-z0-9][A-Za-z0-9:._-]*:User$")
+    name: str
+    description: str = ""
+    attributes: list[ExtensionAttribute] = Field(min_length=1)
+
+
 class Limits(BaseModel):
     """Default concurrency and pace for one app instance."""
 
@@ -70,16 +96,26 @@ class AppTemplate(BaseModel):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Hosts other than the base URL's a flow may visit."
     )
+    extension: AppExtension | None = None
     folder: Path = Field(default=Path(), exclude=True)
 
-    @field_validator("attributes")
-    @classmethod
-    def _known_attributes(cls, value: list[str]) -> list[str]:
-        """Refuse an attribute no SCIM mapping fills, since no flow could ever see it."""
-        unknown = sorted(set(value) - set(USER_VARIABLES))
+    @model_validator(mode="after")
+    def _known_attributes(self) -> "AppTemplate":
+        """Refuse an attribute no SCIM mapping fills, and extension names that shadow core ones."""
+        own = [a.name for a in self.extension.attributes] if self.extension else []
+        clashes = sorted({n for n in own if n.casefold() in {v.casefold() for v in USER_VARIABLES}})
+        if clashes:
+            raise ValueError(f"extension attributes {clashes} shadow built-in user variables")
+        unknown = sorted(set(self.attributes) - set(self.user_variables))
         if unknown:
-            raise ValueError(f"unknown user attributes {unknown}; known: {list(USER_VARIABLES)}")
-        return value
+            raise ValueError(f"unknown user attributes {unknown}; known: {self.user_variables}")
+        return self
+
+    @property
+    def user_variables(self) -> list[str]:
+        """Return every `user.*` variable of this app: the built-in ones and its extension's."""
+        own = [a.name for a in self.extension.attributes] if self.extension else []
+        return [*USER_VARIABLES, *own]
 
     @field_validator("actions")
     @classmethod

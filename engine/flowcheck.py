@@ -59,7 +59,12 @@ def _check_template(template: str, action: str, app: AppTemplate, extracted: set
         names, pairs = _references(template)
     except TemplateSyntaxError as error:
         return [f"template {template!r}: {error.message}"]
-    allowed = {**NAMESPACES, "secrets": {s.name for s in app.secrets}, "vars": extracted}
+    allowed = {
+        **NAMESPACES,
+        "user": set(app.user_variables),
+        "secrets": {s.name for s in app.secrets},
+        "vars": extracted,
+    }
     if action not in ENTITLEMENT_ACTIONS:
         allowed.pop("entitlement")
     problems = [

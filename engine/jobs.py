@@ -282,7 +282,7 @@ class JobRunner:
             )
         desired = desired_state(identity, template)
         variables: dict[str, Any] = {
-            "user": user_variables(identity.resource),
+            "user": user_variables(identity.resource, template.extension),
             "account": {"key": account.app_key},
             "integration": {"id": integration.id, "base_url": integration.base_url.rstrip("/")},
         }

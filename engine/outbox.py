@@ -62,7 +62,10 @@ class Outbox:
         """Bump the identity's generation and queue a job when its flows see the change."""
         after = None if identity.deleted_at is not None else identity.resource
         used = self.template.used_attributes
-        unchanged = watched_projection(before, used) == watched_projection(after, used)
+        extension = self.template.extension
+        unchanged = watched_projection(before, used, extension) == watched_projection(
+            after, used, extension
+        )
         if before is not None and after is not None and unchanged:
             return
         identity.generation += 1

@@ -1,6 +1,9 @@
 """The `user.*` variables flows see, derived from a stored SCIM User resource."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.apps import AppExtension
 
 ENTERPRISE_URN = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
@@ -43,7 +46,17 @@ def _values(items: Any) -> list[str]:
     return sorted(values)
 
 
-def user_variables(resource: dict[str, Any]) -> dict[str, Any]:
+def _extension_values(resource: dict[str, Any], extension: "AppExtension") -> dict[str, Any]:
+    """Return the app extension's attributes, its URN matched case-insensitively."""
+    urn = extension.urn.casefold()
+    block = next((v for k, v in resource.items() if k.casefold() == urn), None) or {}
+    by_name = {k.casefold(): v for k, v in block.items()} if isinstance(block, dict) else {}
+    return {a.name: by_name.get(a.name.casefold()) for a in extension.attributes}
+
+
+def user_variables(
+    resource: dict[str, Any], extension: "AppExtension | None" = None
+) -> dict[str, Any]:
     """Return every `user.*` variable of a SCIM User resource (camelCase, as stored)."""
     name = resource.get("name") or {}
     enterprise = resource.get(ENTERPRISE_URN) or {}
@@ -66,12 +79,17 @@ def user_variables(resource: dict[str, Any]) -> dict[str, Any]:
         "manager_id": manager.get("value") if isinstance(manager, dict) else manager,
         "entitlements": _values(resource.get("entitlements")),
         "roles": _values(resource.get("roles")),
+        **(_extension_values(resource, extension) if extension else {}),
     }
 
 
-def watched_projection(resource: dict[str, Any] | None, used: frozenset[str]) -> dict[str, Any]:
+def watched_projection(
+    resource: dict[str, Any] | None,
+    used: frozenset[str],
+    extension: "AppExtension | None" = None,
+) -> dict[str, Any]:
     """Return the variables an app's flows use: a change outside them needs no job."""
     if resource is None:
         return {}
-    variables = user_variables(resource)
+    variables = user_variables(resource, extension)
     return {name: variables[name] for name in sorted(used | {"active"}) if name in variables}

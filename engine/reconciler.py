@@ -43,7 +43,7 @@ def desired_state(identity: Identity, template: AppTemplate) -> Desired:
     """Return what the account should be: a deleted identity's account is deactivated."""
     if identity.deleted_at is not None:
         return Desired(exists=False, active=False, attributes={}, entitlements=frozenset())
-    variables = user_variables(identity.resource)
+    variables = user_variables(identity.resource, template.extension)
     catalogue = {e.value for e in template.entitlements}
     held = {*variables["entitlements"], *variables["roles"]} & catalogue
     return Desired(
@@ -73,12 +73,18 @@ def _entitlement_actions(
 
 
 def plan(identity: Identity, account: AppAccount, template: AppTemplate) -> Plan:
-    """Return desired - known as ordered actions, leaving out what the app cannot do."""
+    """Return desired - known as ordered actions, leaving out what the app cannot do.
+
+    A create is followed by an update: an invite form seldom sets every attribute, and an
+    account that already existed may differ; the update checks first and skips if so.
+    """
     desired = desired_state(identity, template)
     wanted: list[PlannedAction] = []
     if not account.exists:
         if desired.exists and desired.active:
             wanted.append(PlannedAction("create_user"))
+            if "update_user" in template.actions:
+                wanted.append(PlannedAction("update_user"))
             wanted += _entitlement_actions(desired, account, template)
     elif not desired.exists or not desired.active:
         if account.active is not False:
@@ -108,7 +114,7 @@ def apply_success(
     name = action.name
     if name == "create_user":
         account.exists, account.active = True, True
-        account.attributes = dict(desired.attributes)
+        account.attributes = {}
     elif name == "update_user":
         account.attributes = dict(desired.attributes)
     elif name == "deactivate_user":

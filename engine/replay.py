@@ -19,7 +19,6 @@ from engine.integrations import (
     lacking_secrets,
     missing_secrets,
 )
-from engine.profile import USER_VARIABLES
 from engine.runner import Artifact, FlowFailed, FlowOutcome, FlowRunner, RunContext, StepResult
 from engine.sessions import LoginOutcome, SignIn, load_session
 from engine.settings import Settings
@@ -63,13 +62,13 @@ class ReplayRequest:
 
 def build_variables(template: AppTemplate, action: str, given: dict[str, str]) -> dict[str, Any]:
     """Turn `--var k=v` pairs into the template variables a flow reads."""
-    user: dict[str, Any] = dict.fromkeys(USER_VARIABLES)
+    user: dict[str, Any] = dict.fromkeys(template.user_variables)
     user.update({"active": True, "entitlements": [], "roles": []})
     account: dict[str, Any] = {"key": None}
     entitlement: dict[str, Any] = {}
     for key, value in given.items():
         namespace, _, name = key.rpartition(".")
-        if namespace in ("", "user") and name in USER_VARIABLES:
+        if namespace in ("", "user") and name in template.user_variables:
             user[name] = value
         elif key == "account.key":
             account["key"] = value

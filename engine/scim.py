@@ -36,6 +36,7 @@ from scim2_server.routing import Operation, Target
 from scim2_server.service import ScimService
 from scim2_server.utils import load_default_resource_types, load_default_schemas, parametrize
 
+from engine.apps import AppExtension, AppTemplate
 from engine.constants import SCIM_MAX_RESULTS
 from engine.scim_dialect import USER_SCHEMA, names_schema
 from engine.settings import Settings
@@ -139,13 +140,52 @@ def service_provider_config() -> ServiceProviderConfig:
     )
 
 
-def build_provider() -> ScimProvider:
-    """Describe Users (with the enterprise extension), Groups and the entitlement catalogue."""
+def extension_schema(extension: AppExtension) -> Schema:
+    """Describe an app's own User extension, so the IdP can map attributes onto it."""
+    return Schema.model_validate(
+        {
+            "id": extension.urn,
+            "name": extension.name,
+            "description": extension.description or f"{extension.name} attributes",
+            "attributes": [
+                {
+                    "name": a.name,
+                    "type": a.type,
+                    "multiValued": False,
+                    "description": a.description,
+                    "required": False,
+                    "caseExact": False,
+                    "mutability": "readWrite",
+                    "returned": "default",
+                    "uniqueness": "none",
+                }
+                for a in extension.attributes
+            ],
+        }
+    )
+
+
+def with_extension(resource_type: ResourceType, urn: str) -> ResourceType:
+    """Return the User resource type with the app's extension declared on it."""
+    data = resource_type.model_dump(by_alias=True, exclude_none=True)
+    data["schemaExtensions"] = [
+        *data.get("schemaExtensions", []),
+        {"schema": urn, "required": False},
+    ]
+    return ResourceType.model_validate(data)
+
+
+def build_provider(extension: AppExtension | None = None) -> ScimProvider:
+    """Describe Users (enterprise and the app's extension), Groups and the catalogue."""
+    schemas = [*load_default_schemas().values(), *catalogue_schemas()]
+    resource_types = [*load_default_resource_types().values(), *catalogue_resource_types()]
+    if extension is not None:
+        schemas.append(extension_schema(extension))
+        resource_types = [
+            with_extension(rt, extension.urn) if rt.id == "User" else rt for rt in resource_types
+        ]
     return ScimProvider.from_discovery(
-        [*load_default_schemas().values(), *catalogue_schemas()],
-        [*load_default_resource_types().values(), *catalogue_resource_types()],
-        config=service_provider_config(),
-        policy=ENTRA_POLICY,
+        schemas, resource_types, config=service_provider_config(), policy=ENTRA_POLICY
     )
 
 
@@ -290,9 +330,27 @@ class UsherScimService(ScimService):
         return self.replacement_response(base_url, resource, response_parameters)
 
 
-def build_service(settings: Settings) -> UsherScimService:
+def build_service(settings: Settings, extension: AppExtension | None = None) -> UsherScimService:
     """Build the service from Settings, never from the environment."""
-    return UsherScimService(build_provider(), secret=settings.scim_secret)
+    return UsherScimService(build_provider(extension), secret=settings.scim_secret)
+
+
+class ScimServices:
+    """One SCIM service per app extension, built once: an app's schema is part of its service."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.default = build_service(settings)
+        self._by_extension: dict[str, UsherScimService] = {}
+
+    def for_app(self, template: AppTemplate) -> UsherScimService:
+        """Return the service publishing the app's extension, or the default one."""
+        if template.extension is None:
+            return self.default
+        key = template.extension.model_dump_json()
+        if key not in self._by_extension:
+            self._by_extension[key] = build_service(self.settings, template.extension)
+        return self._by_extension[key]
 
 
 def catalogue_schema_of(kind: str) -> str:

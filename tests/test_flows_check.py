@@ -53,7 +53,7 @@ def test_the_shipped_flows_pass(flows_dir: Path) -> None:
             "update_user",
             'text: "{{ user.email }}"',
             'text: "{{ entitlement.value }}"',
-            "update_user.yaml: steps[8] (The account shows the email): unknown variable"
+            "update_user.yaml: steps[9] (The account shows the email): unknown variable"
             " 'entitlement'",
         ),
         (

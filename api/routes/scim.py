@@ -21,6 +21,7 @@ from engine.db import Database
 from engine.directory import SqlScimStorage, storable
 from engine.models import Integration
 from engine.outbox import Outbox
+from engine.scim import ScimServices
 from engine.scim_dialect import normalise_body, normalise_query
 from engine.tokens import same_hash
 
@@ -104,7 +105,8 @@ async def scim(
 ) -> Response:
     """Serve one SCIM request for one integration, committing resource and job together."""
     path = request.path_params.get("path", "")
-    service: ScimService = request.app.state.scim_service
+    services: ScimServices = request.app.state.scim_services
+    service: ScimService = services.default
     front = BaseApplication(service.provider, service)
     base_url = f"{str(request.base_url).rstrip('/')}/scim/v2/{integration_id}"
     scim_request = ScimRequest(
@@ -121,6 +123,8 @@ async def scim(
         body = await _read_body(request)
         scim_request.body = normalise_body(scim_request.method, scim_request.path, body)
         template = load_app(settings.flows_dir, integration.app)
+        service = services.for_app(template)
+        front = BaseApplication(service.provider, service)
         async with db.session() as session:
             outbox = Outbox(session, template)
             storage = SqlScimStorage(

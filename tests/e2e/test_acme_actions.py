@@ -12,6 +12,8 @@ from fixtures.acme.server import AcmeServer
 from tests.e2e.test_okta_create import job_detail, okta_user, scim_post, wait_job
 from tests.harness import ROOT, Connected, Usher
 
+ACME_EXTENSION = "urn:usher:params:scim:schemas:extension:acme:2.0:User"
+
 
 async def scim_patch(connected: Connected, user_id: str, *operations: dict) -> None:
     """PATCH a user with RFC 7644 operations."""
@@ -52,15 +54,23 @@ async def test_every_action_and_its_already_so_path(
     state = acme.state
     body = okta_user("hana.hall@example.com", "Hana", "Hall")
     body["entitlements"] = [{"value": "viewer"}]
+    body["schemas"] = [*body["schemas"], ACME_EXTENSION]
+    body[ACME_EXTENSION] = {"costCenter": "CC-42"}
     response = await scim_post(connected, body)
     assert response.status_code == 201, response.text
     user_id = response.json()["id"]
     job = await wait_job(usher_db, user_id)
     assert job.status == "succeeded", job.error
     names = [a["name"] for a in (await job_detail(usher, connected, job.id))["actions"]]
-    assert names == ["login", "create_user", "grant_entitlement"]
+    assert names == ["login", "create_user", "update_user", "grant_entitlement"]
     (hana,) = state.users_with_email("hana.hall@example.com")
     assert hana.roles == {"Viewer"}
+    assert hana.cost_center == "CC-42", "the app's extension attribute reached Acme"
+
+    cost = {"op": "replace", "path": f"{ACME_EXTENSION}:costCenter", "value": "CC-7"}
+    await scim_patch(connected, user_id, cost)
+    steps = await reconciled(usher, usher_db, connected, user_id, "update_user")
+    assert skipped(steps) == [] and state.get(hana.id).cost_center == "CC-7"
 
     await scim_patch(
         connected, user_id, {"op": "replace", "path": "name.familyName", "value": "Hill"}

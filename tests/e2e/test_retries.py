@@ -36,5 +36,5 @@ async def test_a_500_from_the_app_is_retried(
     detail = await job_detail(usher, connected, job.id)
     attempts = [(a["attempt"], a["name"], a["status"]) for a in detail["actions"]]
     assert attempts[0] == (1, "login", "failed")
-    assert attempts[-1] == (2, "create_user", "succeeded")
+    assert (2, "create_user", "succeeded") in attempts
     assert len(acme.state.users_with_email("max.retry@example.com")) == 1

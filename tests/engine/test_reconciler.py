@@ -37,13 +37,14 @@ def names(user: Identity, known: AppAccount) -> list[tuple[str, str | None]]:
 
 
 def test_a_new_user_is_created_then_granted() -> None:
-    """Create comes before grants; the highest-ranked exclusive plan wins."""
+    """Create, then update what the invite left out, then grants; the top-ranked plan wins."""
     user = identity(
         entitlements=[{"value": "viewer"}, {"value": "plan-pro"}, {"value": "nope"}],
         roles=[{"value": "plan-free"}, {"value": "admin"}],
     )
     assert names(user, account()) == [
         ("create_user", None),
+        ("update_user", None),
         ("grant_entitlement", "admin"),
         ("grant_entitlement", "viewer"),
         ("set_role", "plan-pro"),
@@ -61,7 +62,12 @@ def test_known_accounts_get_only_the_difference() -> None:
         exists=True,
         active=True,
         entitlements=["editor", "viewer"],
-        attributes={"email": "ann@example.com", "first_name": "Ann", "last_name": "Lee"},
+        attributes={
+            "costCenter": None,
+            "email": "ann@example.com",
+            "first_name": "Ann",
+            "last_name": "Lee",
+        },
     )
     user = identity(
         name={"givenName": "Ann", "familyName": "Li"},

@@ -19,6 +19,8 @@ OKTA_ENTITLEMENT = "urn:okta:scim:schemas:core:1.0:Entitlement"
 OKTA_ROLE = "urn:okta:scim:schemas:core:1.0:Role"
 CAMEL_CASE = re.compile(r"^(\$ref|[a-z][A-Za-z0-9]*|urn:[^ ]+|Resources)$")
 
+ACME_EXTENSION = "urn:usher:params:scim:schemas:extension:acme:2.0:User"
+
 
 def keys_and_values(value: Any) -> list[tuple[str, Any]]:
     """Return every key of a JSON value with its value, at every depth."""
@@ -58,7 +60,10 @@ def test_resource_types_and_schemas_are_consistent(scim: Scim) -> None:
         "Entitlement": ("/Entitlements", OKTA_ENTITLEMENT),
         "Role": ("/Roles", OKTA_ROLE),
     }
-    assert by_id["User"]["schemaExtensions"] == [{"schema": ENTERPRISE, "required": False}]
+    assert by_id["User"]["schemaExtensions"] == [
+        {"schema": ENTERPRISE, "required": False},
+        {"schema": ACME_EXTENSION, "required": False},
+    ]
     served = {s["id"] for s in schemas["Resources"]}
     named = {t["schema"] for t in types["Resources"]}
     named |= {e["schema"] for t in types["Resources"] for e in t.get("schemaExtensions", [])}
@@ -67,6 +72,15 @@ def test_resource_types_and_schemas_are_consistent(scim: Scim) -> None:
         assert scim.ok("GET", f"/ResourceTypes/{resource_type['id']}")["id"] == resource_type["id"]
     for schema in schemas["Resources"]:
         assert scim.ok("GET", f"/Schemas/{schema['id']}")["id"] == schema["id"]
+
+
+def test_the_apps_own_extension_is_published(scim: Scim) -> None:
+    """Acme's template declares costCenter under its URN: /Schemas describes it."""
+    schema = scim.ok("GET", f"/Schemas/{ACME_EXTENSION}")
+    assert schema["name"] == "AcmeUser"
+    (cost,) = schema["attributes"]
+    assert (cost["name"], cost["type"], cost["multiValued"]) == ("costCenter", "string", False)
+    assert cost["mutability"] == "readWrite" and cost["returned"] == "default"
 
 
 def test_schemas_send_no_nulls_and_camel_case_names(scim: Scim) -> None:
