@@ -128,6 +128,23 @@ async def test_every_action_and_its_already_so_path(
     assert len(state.users_with_email("hana.hall@example.com")) == 1
     assert state.logins == 1, "every job after the first reused the kept session"
 
+    state.expire_sessions_at = f"/users/{hana.id}"
+    await scim_patch(
+        connected, user_id, {"op": "replace", "path": "name.givenName", "value": "Hanna"}
+    )
+    job = await wait_job(usher_db, user_id)
+    assert job.status == "succeeded", job.error
+    actions = [
+        (a["name"], a["status"]) for a in (await job_detail(usher, connected, job.id))["actions"]
+    ]
+    assert actions == [
+        ("login", "succeeded"),
+        ("update_user", "failed"),
+        ("login", "succeeded"),
+        ("update_user", "succeeded"),
+    ], "the session ended mid-job: signed in again once, then the update went through"
+    assert state.get(hana.id).first_name == "Hanna" and state.logins == 2
+
 
 @pytest.fixture
 def replay_env(usher: Usher, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
