@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
@@ -80,7 +81,7 @@ class JobServices:
     ledger: TotpLedger
     queue: JobQueue
     redis: Redis
-    worker_name: str = socket.gethostname()
+    worker_name: str = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class DbStepSink:
@@ -104,7 +105,8 @@ class DbStepSink:
             url=(result.url or "")[:2000] or None,
             error=result.error,
         )
-        prefix = f"{self.job_id}/{self.action.position:02d}-{self.action.name}"
+        action = self.action
+        prefix = f"{self.job_id}/attempt-{action.attempt}/{action.position:02d}-{action.name}"
         async with self.services.db.session() as session:
             session.add(step)
             await session.flush()

@@ -1,6 +1,7 @@
 """A transient failure (the app answers 500) is retried; the retry reconciles."""
 
 import asyncio
+import hashlib
 import time
 
 from sqlmodel import select
@@ -8,7 +9,7 @@ from sqlmodel import select
 from engine.db import Database
 from engine.models import Job, JobStatus
 from fixtures.acme.server import AcmeServer
-from tests.e2e.test_okta_create import job_detail, okta_user, scim_post, wait_job
+from tests.e2e.test_okta_create import fetch, job_detail, okta_user, scim_post, wait_job
 from tests.harness import Connected, Usher
 
 
@@ -38,3 +39,8 @@ async def test_a_500_from_the_app_is_retried(
     assert attempts[0] == (1, "login", "failed")
     assert (2, "create_user", "succeeded") in attempts
     assert len(acme.state.users_with_email("max.retry@example.com")) == 1
+    files = [e for a in detail["actions"] for st in a["steps"] for e in st["evidence"]]
+    assert len({e["path"] for e in files}) == len(files), "each attempt keeps its own evidence"
+    for item in files:
+        data = await fetch(usher, connected, item["url"])
+        assert hashlib.sha256(data).hexdigest() == item["sha256"]
