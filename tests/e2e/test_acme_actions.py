@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from engine.cli import app
 from engine.db import Database
 from fixtures.acme.server import AcmeServer
-from tests.e2e.test_okta_create import job_detail, okta_user, scim_post, wait_job
+from fixtures.idp import okta_user
+from tests.e2e.test_okta_create import job_detail, scim_post, wait_job
 from tests.harness import ROOT, Connected, Usher
 
 ACME_EXTENSION = "urn:usher:params:scim:schemas:extension:acme:2.0:User"

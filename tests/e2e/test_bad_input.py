@@ -8,7 +8,8 @@ from engine.integrations import create_integration, set_secrets
 from engine.models import Identity, Job, JobStatus
 from engine.vault import Vault
 from fixtures.acme.server import AcmeServer
-from tests.e2e.test_okta_create import job_detail, okta_user, scim_post, wait_job
+from fixtures.idp import okta_user
+from tests.e2e.test_okta_create import job_detail, scim_post, wait_job
 from tests.harness import Connected, Usher
 
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"

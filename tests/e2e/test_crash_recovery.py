@@ -10,7 +10,8 @@ from sqlmodel import select
 from engine.db import Database
 from engine.models import Job, JobStatus
 from fixtures.acme.server import AcmeServer
-from tests.e2e.test_okta_create import okta_user, scim_post, wait_job
+from fixtures.idp import okta_user
+from tests.e2e.test_okta_create import scim_post, wait_job
 from tests.harness import Connected, Usher, free_port, start_process, stop_process, usher_env
 
 

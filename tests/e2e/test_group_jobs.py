@@ -8,7 +8,8 @@ from sqlmodel import col, select
 
 from engine.db import Database
 from engine.models import Job, JobStatus
-from tests.e2e.test_okta_create import okta_user, scim_post, wait_job
+from fixtures.idp import okta_user
+from tests.e2e.test_okta_create import scim_post, wait_job
 from tests.harness import Connected, Usher
 
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"

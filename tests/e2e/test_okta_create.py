@@ -19,22 +19,10 @@ from engine.db import Database
 from engine.models import AppAccount, Job, JobStatus
 from engine.queue import redis_settings
 from fixtures.acme.server import AcmeServer
-from fixtures.idp import sample
+from fixtures.idp import okta_user
 from tests.harness import Connected, Usher
 
 FINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
-
-
-def okta_user(email: str, first: str = "Dana", last: str = "Demo") -> dict:
-    """Return the body Okta sends when a user is assigned to the app."""
-    return sample(
-        "okta",
-        "create_user",
-        userName=email,
-        name={"givenName": first, "familyName": last},
-        emails=[{"primary": True, "value": email, "type": "work"}],
-        displayName=f"{first} {last}",
-    )
 
 
 async def scim_post(connected: Connected, body: dict) -> httpx.Response:

@@ -9,7 +9,8 @@ from sqlmodel import select
 from engine.db import Database
 from engine.models import Job, JobStatus
 from fixtures.acme.server import AcmeServer
-from tests.e2e.test_okta_create import fetch, job_detail, okta_user, scim_post, wait_job
+from fixtures.idp import okta_user
+from tests.e2e.test_okta_create import fetch, job_detail, scim_post, wait_job
 from tests.harness import Connected, Usher
 
 

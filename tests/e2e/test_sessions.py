@@ -5,7 +5,8 @@ import asyncio
 from engine.db import Database
 from engine.models import JobStatus
 from fixtures.acme.server import AcmeServer
-from tests.e2e.test_okta_create import job_detail, okta_user, scim_post, wait_job
+from fixtures.idp import okta_user
+from tests.e2e.test_okta_create import job_detail, scim_post, wait_job
 from tests.harness import Connected, Usher, free_port, start_process, stop_process, usher_env
 
 

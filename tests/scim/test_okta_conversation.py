@@ -4,7 +4,7 @@ import time
 import uuid
 
 from engine.db import Database
-from fixtures.idp import filled, sample
+from fixtures.idp import filled, okta_user, sample
 from tests.scim.conftest import (
     ERROR_SCHEMA,
     LIST_SCHEMA,
@@ -19,18 +19,6 @@ from tests.scim.conftest import (
 )
 
 OKTA = {"Accept": SCIM_JSON, "User-Agent": "OKTA SCIM Integration"}
-
-
-def okta_user(user_name: str, given: str = "Dana", family: str = "Demo") -> dict:
-    """Return the create body Okta sends when a user is assigned to the app."""
-    return sample(
-        "okta",
-        "create_user",
-        userName=user_name,
-        name={"givenName": given, "familyName": family},
-        emails=[{"primary": True, "value": user_name, "type": "work"}],
-        displayName=f"{given} {family}",
-    )
 
 
 def assert_full_user(user: dict) -> None:
