@@ -70,6 +70,8 @@ async def test_members_who_join_or_leave_are_reconciled(
     assert {tuple(j.members) for j in group_jobs} in ({(pat,), both}, {both})
     counts = await job_counts(usher_db, [pat, quinn, rae], [3, 2, 1])
     assert counts == [3, 2, 1], "pat joined then left, quinn joined, rae never was a member"
+    for identity in ids:
+        assert (await wait_job(usher_db, identity)).status == JobStatus.succeeded
     async with usher_db.session() as session:
         query = select(Job).where(col(Job.identity_id).in_(ids))
-        assert all(j.status == JobStatus.succeeded for j in (await session.exec(query)).all())
+        assert {j.status for j in (await session.exec(query)).all()} == {JobStatus.succeeded}
