@@ -245,24 +245,27 @@ class FlowRunner:
 
     def _build(self, spec: Locator, frame: str | None = None) -> PwLocator:
         """Turn a locator spec, rendered, into a Playwright locator, inside a frame if given."""
+        root: Any = self.page.frame_locator(self._render(frame)) if frame else self.page
+        loc = self._find(root, spec)
+        if spec.has_text:
+            loc = loc.filter(has_text=self._render(spec.has_text))
+        return loc.nth(spec.nth) if spec.nth is not None else loc
+
+    def _find(self, root: Any, spec: Locator) -> PwLocator:
+        """Apply a spec's one strategy under a page, a frame or an element (all share the API)."""
         r = self._render
-        page: Any = self.page.frame_locator(r(frame)) if frame else self.page
         if spec.role:
             name = r(spec.name) if spec.name else None
-            loc = page.get_by_role(spec.role, name=name, exact=spec.exact)  # type: ignore[arg-type]
-        elif spec.label:
-            loc = page.get_by_label(r(spec.label), exact=spec.exact)
-        elif spec.placeholder:
-            loc = page.get_by_placeholder(r(spec.placeholder), exact=spec.exact)
-        elif spec.text:
-            loc = page.get_by_text(r(spec.text), exact=spec.exact)
-        elif spec.test_id:
-            loc = page.get_by_test_id(r(spec.test_id))
-        else:
-            loc = page.locator(r(spec.css or ""))
-        if spec.has_text:
-            loc = loc.filter(has_text=r(spec.has_text))
-        return loc.nth(spec.nth) if spec.nth is not None else loc
+            return root.get_by_role(spec.role, name=name, exact=spec.exact)
+        if spec.label:
+            return root.get_by_label(r(spec.label), exact=spec.exact)
+        if spec.placeholder:
+            return root.get_by_placeholder(r(spec.placeholder), exact=spec.exact)
+        if spec.text:
+            return root.get_by_text(r(spec.text), exact=spec.exact)
+        if spec.test_id:
+            return root.get_by_test_id(r(spec.test_id))
+        return root.locator(r(spec.css or ""))
 
     async def _resolve(self, step: Step, timeout_ms: int) -> tuple[PwLocator, str]:
         """Return the first of the step's locators that is visible, polling until the timeout."""
@@ -336,7 +339,7 @@ class FlowRunner:
                 row = found.nth(index)
                 record = {}
                 for name, spec in step.columns.items():
-                    cell = self._build_within(row, spec)
+                    cell = self._find(row, spec)
                     record[name] = (
                         (await cell.first.inner_text()).strip() if await cell.count() else ""
                     )
@@ -348,22 +351,6 @@ class FlowRunner:
                 break
             await self._click(next_link.first, timeout_ms)
         self.rows[step.into or ""] = rows
-
-    def _build_within(self, row: PwLocator, spec: Locator) -> PwLocator:
-        """Build a column locator inside one row."""
-        r = self._render
-        if spec.css:
-            return row.locator(r(spec.css))
-        if spec.test_id:
-            return row.get_by_test_id(r(spec.test_id))
-        if spec.role:
-            name = r(spec.name) if spec.name else None
-            return row.get_by_role(spec.role, name=name, exact=spec.exact)  # type: ignore[arg-type]
-        if spec.text:
-            return row.get_by_text(r(spec.text), exact=spec.exact)
-        if spec.label:
-            return row.get_by_label(r(spec.label), exact=spec.exact)
-        return row.get_by_placeholder(r(spec.placeholder or ""), exact=spec.exact)
 
     async def _act(self, step: Step, target: PwLocator, timeout_ms: int) -> None:
         """Perform the step's action on the resolved element."""
