@@ -1,21 +1,15 @@
 """The `usher` command line: run the service, manage integrations, run the demo."""
 
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from engine.apps import AppError
-from engine.browser import BrowserError
-from engine.db import Database
+from engine.commands import fail, in_session, run, settings_for
 from engine.flows_cli import flows
 from engine.integrations import (
-    IntegrationError,
-    IntegrationView,
     create_api_token,
     create_integration,
     describe_integration,
@@ -26,7 +20,7 @@ from engine.integrations import (
 )
 from engine.logs import configure
 from engine.settings import Settings
-from engine.vault import Vault, VaultError
+from engine.vault import Vault
 
 app = typer.Typer(
     help="Usher: provision IdP identities into web apps without an API.",
@@ -47,40 +41,11 @@ DataDir = Annotated[
 RedisUrl = Annotated[
     str | None, typer.Option("--redis-url", help="redis:// or unix:// URL (USHER_REDIS_URL).")
 ]
-T = TypeVar("T")
-USER_ERRORS = (AppError, IntegrationError, VaultError, BrowserError)
 
 
-def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
-    """Build Settings from the environment, with the command's options on top."""
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    return Settings(**values)
-
-
-def fail(message: str) -> typer.Exit:
-    """Print one clear line to stderr and return the exit to raise (code 2)."""
-    typer.echo(f"usher: {message}", err=True)
-    return typer.Exit(code=2)
-
-
-def run(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine, turning a user error into one line and exit code 2."""
-    try:
-        return asyncio.run(coroutine_factory())  # type: ignore[arg-type]
-    except USER_ERRORS as error:
-        raise fail(str(error)) from None
-
-
-async def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
-    """Open and migrate the database for one command."""
-    db = Database.from_settings(settings)
-    try:
-        await db.migrate()
-        return await work(db)
-    finally:
-        await db.dispose()
+def vault_of(settings: Settings) -> Vault:
+    """Open the vault once the data dir exists, so its key is created owner-only inside it."""
+    return Vault.from_path(settings.vault_key_path)
 
 
 def require_redis(settings: Settings, command: str) -> str:
@@ -160,19 +125,17 @@ def integrations_create(
 ) -> None:
     """Create an integration and print its SCIM base URL and token, shown only once."""
     settings = settings_for(data_dir)
-
-    async def work(db: Database) -> dict[str, str]:
-        async with db.session() as session:
-            integration, token = await create_integration(
-                session, settings, app=app_name, base_url=base_url, name=name
-            )
-        return {
-            "id": integration.id,
-            "scim_base_url": scim_base_url(settings, integration),
-            "token": token,
-        }
-
-    result = run(lambda: _with_db(settings, work))
+    integration, token = run(
+        lambda: in_session(
+            settings,
+            lambda s: create_integration(s, settings, app=app_name, base_url=base_url, name=name),
+        )
+    )
+    result = {
+        "id": integration.id,
+        "scim_base_url": scim_base_url(settings, integration),
+        "token": token,
+    }
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -191,13 +154,12 @@ def integrations_set_secret(
     """Store a secret read from standard input (never from the command line)."""
     settings = settings_for(data_dir)
     value = sys.stdin.read().rstrip("\r\n")
-
-    async def work(db: Database) -> None:
-        async with db.session() as session:
-            vault = Vault.from_path(settings.vault_key_path)
-            await set_secret(session, settings, vault, integration_id, name, value)
-
-    run(lambda: _with_db(settings, work))
+    run(
+        lambda: in_session(
+            settings,
+            lambda s: set_secret(s, settings, vault_of(settings), integration_id, name, value),
+        )
+    )
     typer.echo(f"secret {name} stored for {integration_id}")
 
 
@@ -208,12 +170,7 @@ def integrations_rotate_token(
 ) -> None:
     """Replace an integration's SCIM token and print the new one, shown only once."""
     settings = settings_for(data_dir)
-
-    async def work(db: Database) -> str:
-        async with db.session() as session:
-            return await rotate_token(session, integration_id)
-
-    typer.echo(run(lambda: _with_db(settings, work)))
+    typer.echo(run(lambda: in_session(settings, lambda s: rotate_token(s, integration_id))))
 
 
 @integrations.command("show")
@@ -224,13 +181,12 @@ def integrations_show(
 ) -> None:
     """Print an integration's SCIM URL, app, health, missing secrets and entitlement values."""
     settings = settings_for(data_dir)
-
-    async def work(db: Database) -> IntegrationView:
-        async with db.session() as session:
-            vault = Vault.from_path(settings.vault_key_path)
-            return await describe_integration(session, settings, vault, integration_id)
-
-    view = run(lambda: _with_db(settings, work))
+    view = run(
+        lambda: in_session(
+            settings,
+            lambda s: describe_integration(s, settings, vault_of(settings), integration_id),
+        )
+    )
     typer.echo(view.model_dump_json(indent=2) if as_json else render_integration(view))
 
 
@@ -241,12 +197,7 @@ def tokens_create(
 ) -> None:
     """Create an operator API token and print it, shown only once."""
     settings = settings_for(data_dir)
-
-    async def work(db: Database) -> str:
-        async with db.session() as session:
-            return await create_api_token(session, name)
-
-    typer.echo(run(lambda: _with_db(settings, work)))
+    typer.echo(run(lambda: in_session(settings, lambda s: create_api_token(s, name))))
 
 
 @fixtures.command("serve")

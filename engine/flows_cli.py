@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from engine.apps import available_apps
+from engine.commands import fail, run, settings_for
 from engine.flowcheck import check_app
 
 flows = typer.Typer(help="Check, replay and import flows.")
@@ -29,8 +30,6 @@ def flows_check(
     flows_dir: Annotated[Path | None, typer.Option(help="Default: USHER_FLOWS_DIR.")] = None,
 ) -> None:
     """Validate flows: schema, variables, secrets only in fills on the origin, actions present."""
-    from engine.cli import fail, settings_for
-
     settings = settings_for(None, flows_dir=flows_dir)
     apps = [app_name] if app_name else available_apps(settings.flows_dir)
     if not apps:
@@ -61,7 +60,6 @@ def flows_replay(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Run one action with sample data, printing each step, its locator and screenshot."""
-    from engine.cli import run, settings_for
     from engine.replay import FlowFailed, ReplayRequest, run_replay
 
     settings = settings_for(data_dir)
