@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from engine.db import Database
+from engine.demo import free_port
 from engine.settings import Settings
 from fixtures.acme.server import AcmeServer
 from fixtures.acme.state import AcmeState
@@ -16,7 +17,6 @@ from tests.harness import (
     Connected,
     Usher,
     connect_acme,
-    free_port,
     start_process,
     stop_process,
     usher_env,

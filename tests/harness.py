@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,18 +12,12 @@ import httpx
 
 from engine.db import Database
 from engine.integrations import create_api_token, create_integration, set_secrets
+from engine.runner import Artifact, StepResult
 from engine.settings import Settings
 from engine.vault import Vault
 from fixtures.acme.server import AcmeServer
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """Return a free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate: object, timeout_s: float, what: str) -> None:
@@ -127,3 +120,15 @@ async def connect_acme(usher: Usher, db: Database, acme: AcmeServer) -> Connecte
         operator = await create_api_token(session, "tests")
     scim_url = f"{usher.api}/scim/v2/{integration.id}"
     return Connected(integration.id, token, operator, scim_url)
+
+
+class RecordingSink:
+    """Keep every step the runner records, and check each came with its screenshot."""
+
+    def __init__(self) -> None:
+        self.results: list[StepResult] = []
+
+    async def record(self, result: StepResult, artifacts: list[Artifact]) -> None:
+        """Keep the step's result."""
+        assert artifacts[0].kind == "screenshot"
+        self.results.append(result)

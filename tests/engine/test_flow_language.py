@@ -1,6 +1,6 @@
 """The flow language on a page built for it: frames, overlays, dropdowns, uploads, dialogs."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,10 @@ from starlette.routing import Route
 
 from engine.browser import BrowserPool
 from engine.flows import Flow
-from engine.runner import Artifact, FlowFailed, FlowOutcome, FlowRunner, RunContext, StepResult
-from engine.settings import Settings
+from engine.runner import FlowFailed, FlowOutcome, FlowRunner, RunContext
 from engine.totp import RedisTotpLedger
 from fixtures.server import ThreadedServer
+from tests.harness import RecordingSink
 
 FILES = Path(__file__).parent / "files"
 
@@ -54,17 +54,6 @@ def page(path: str) -> Any:
     return serve
 
 
-class Steps:
-    """Collect what the runner records."""
-
-    def __init__(self) -> None:
-        self.results: list[StepResult] = []
-
-    async def record(self, result: StepResult, artifacts: list[Artifact]) -> None:
-        assert artifacts[0].kind == "screenshot"
-        self.results.append(result)
-
-
 @pytest.fixture(scope="module")
 def site() -> Iterator[ThreadedServer]:
     """Serve the test pages."""
@@ -73,18 +62,9 @@ def site() -> Iterator[ThreadedServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-async def browsers() -> AsyncIterator[BrowserPool]:
-    """Run one Chromium for the module."""
-    pool = BrowserPool(Settings(isolated_dns=True, step_timeout_ms=2000))
-    await pool.start()
-    yield pool
-    await pool.stop()
-
-
 async def run(
     browsers: BrowserPool, site: ThreadedServer, redis_url: str, steps: list[dict]
-) -> tuple[FlowOutcome, Steps, FlowRunner]:
+) -> tuple[FlowOutcome, RecordingSink, FlowRunner]:
     """Run inline steps against the test site and return the outcome and recorded steps."""
     context = RunContext(
         base_url=site.url,
@@ -95,7 +75,7 @@ async def run(
         step_timeout_ms=2000,
         files_dir=FILES,
     )
-    recorded = Steps()
+    recorded = RecordingSink()
     async with browsers.context() as browser_context:
         runner = FlowRunner(await browser_context.new_page(), context, recorded)
         await runner.guard_navigation()

@@ -1,6 +1,6 @@
 """Secrets are typed only on the integration's own origin; other hosts are not visited."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +12,11 @@ from starlette.routing import Route
 
 from engine.browser import BrowserPool
 from engine.flows import load_flow
-from engine.runner import Artifact, FlowFailed, FlowRunner, RunContext, StepResult
-from engine.settings import Settings
+from engine.runner import FlowFailed, FlowRunner, RunContext
 from engine.totp import RedisTotpLedger
 from fixtures.redirector import create_redirector
 from fixtures.server import ThreadedServer
-from tests.harness import ROOT
+from tests.harness import ROOT, RecordingSink
 
 LOGIN_FLOW = ROOT / "flows" / "acme" / "login.yaml"
 PASSWORD = "hunter2-but-longer"
@@ -37,16 +36,6 @@ class Recorder:
         return HTMLResponse(PAGE)
 
 
-class Steps:
-    """Collect what the runner records."""
-
-    def __init__(self) -> None:
-        self.results: list[StepResult] = []
-
-    async def record(self, result: StepResult, artifacts: list[Artifact]) -> None:
-        self.results.append(result)
-
-
 @pytest.fixture
 def recorder() -> Iterator[tuple[Recorder, ThreadedServer]]:
     """Serve the look-alike page."""
@@ -55,18 +44,9 @@ def recorder() -> Iterator[tuple[Recorder, ThreadedServer]]:
         yield recorder, server
 
 
-@pytest.fixture
-async def browsers() -> AsyncIterator[BrowserPool]:
-    """Run one Chromium for a test."""
-    pool = BrowserPool(Settings(isolated_dns=True, step_timeout_ms=3000))
-    await pool.start()
-    yield pool
-    await pool.stop()
-
-
 async def run_login(
     browsers: BrowserPool, base_url: str, redis_url: str, allowed_hosts: list[str]
-) -> tuple[Steps, FlowFailed]:
+) -> tuple[RecordingSink, FlowFailed]:
     """Run Acme's login flow against base_url and return the failure it must end in."""
     context = RunContext(
         base_url=base_url,
@@ -77,7 +57,7 @@ async def run_login(
         allowed_hosts=allowed_hosts,
         step_timeout_ms=3000,
     )
-    steps = Steps()
+    steps = RecordingSink()
     async with browsers.context() as browser_context:
         runner = FlowRunner(await browser_context.new_page(), context, steps)
         await runner.guard_navigation()

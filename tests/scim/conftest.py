@@ -18,10 +18,11 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from engine.db import Database
+from engine.demo import free_port
 from engine.integrations import create_api_token, create_integration
 from engine.models import Identity, Job, Membership, ScimGroup, utcnow
 from engine.settings import Settings
-from tests.harness import ROOT, free_port, start_process, stop_process, usher_env, wait_healthy
+from tests.harness import ROOT, start_process, stop_process, usher_env, wait_healthy
 
 SCIM_JSON = "application/scim+json"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
