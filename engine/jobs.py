@@ -325,7 +325,9 @@ class JobRunner:
                 if failure is not None and await self._signed_in_again(run):
                     outcome, failure = await self._run_action(run, planned)
                 if outcome is not None:
-                    await self._record_account(account, planned, desired, template, outcome)
+                    account = await self._record_account(
+                        account, planned, desired, template, outcome
+                    )
         if failure is None:
             return await self._finish(job.id, JobStatus.succeeded, None)
         if failure.transient:
@@ -386,8 +388,8 @@ class JobRunner:
         desired: Desired,
         template: AppTemplate,
         outcome: FlowOutcome,
-    ) -> None:
-        """Save what the action made true, with the app's key it extracted."""
+    ) -> AppAccount:
+        """Save what the action made true, with the app's key it extracted; return the row."""
         async with self.services.db.session() as session:
             stored = await session.get(AppAccount, account.id)
             assert stored is not None
@@ -395,12 +397,7 @@ class JobRunner:
             stored.updated_at = utcnow()
             session.add(stored)
             await session.commit()
-            account.app_key, account.exists, account.active = (
-                stored.app_key,
-                stored.exists,
-                stored.active,
-            )
-            account.attributes, account.entitlements = stored.attributes, stored.entitlements
+            return stored
 
     async def _cancelled(self, job_id: str) -> bool:
         """Tell whether an operator cancelled the job since it started."""
