@@ -107,12 +107,14 @@ class Connected:
     scim_url: str
 
 
-async def connect_acme(usher: Usher, db: Database, acme: AcmeServer) -> Connected:
-    """Create an Acme integration with the service account's secrets."""
+async def connect_acme(
+    usher: Usher, db: Database, acme: AcmeServer, *, path: str = ""
+) -> Connected:
+    """Create an Acme integration with the service account's secrets, at a path if given."""
     settings = usher.settings
     async with db.session() as session:
         integration, token = await create_integration(
-            session, settings, app="acme", base_url=acme.url
+            session, settings, app="acme", base_url=acme.url + path
         )
         vault = Vault.from_path(settings.vault_key_path)
         state = acme.state

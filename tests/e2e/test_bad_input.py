@@ -4,13 +4,12 @@ import httpx
 from sqlmodel import func, select
 
 from engine.db import Database
-from engine.integrations import create_integration, set_secrets
+from engine.integrations import create_integration
 from engine.models import Identity, Job, JobStatus
-from engine.vault import Vault
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import job_detail, scim_post, wait_job
-from tests.harness import Connected, Usher
+from tests.harness import Connected, Usher, connect_acme
 
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 
@@ -91,14 +90,7 @@ async def test_page_unlike_the_flow_fails_with_step_locator_url_and_screenshot(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
     """An app whose sign-in page is elsewhere: the job fails, saying where, with evidence."""
-    async with usher_db.session() as session:
-        moved, token = await create_integration(
-            session, usher.settings, app="acme", base_url=f"{acme.url}/moved"
-        )
-        vault = Vault.from_path(usher.settings.vault_key_path)
-        state = acme.state
-        await set_secrets(session, usher.settings, vault, moved.id, state.service_account())
-    broken = Connected(moved.id, token, connected.operator, f"{usher.api}/scim/v2/{moved.id}")
+    broken = await connect_acme(usher, usher_db, acme, path="/moved")
     response = await scim_post(broken, okta_user("gus.gone@example.com", "Gus", "Gone"))
     assert response.status_code == 201, response.text
     job = await wait_job(usher_db, response.json()["id"])
