@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routes import evidence, integrations, jobs, scim
-from engine.db import Database
-from engine.evidence import DirectoryEvidenceStore
-from engine.queue import JobQueue
-from engine.scim import ScimServices
+from engine.jobs.queue import JobQueue
+from engine.scim.provider import ScimServices
 from engine.settings import Settings
+from engine.storage.db import Database
+from engine.storage.evidence import DirectoryEvidenceStore
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.db import Database
-from engine.evidence import EvidenceStore
-from engine.models import ApiToken, utcnow
-from engine.queue import JobQueue
+from engine.jobs.queue import JobQueue
 from engine.settings import Settings
-from engine.tokens import hash_token
+from engine.storage.db import Database
+from engine.storage.evidence import EvidenceStore
+from engine.storage.models import ApiToken, utcnow
+from engine.storage.tokens import hash_token
 
 
 def get_settings(request: Request) -> Settings:

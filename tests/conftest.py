@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
-from engine.db import Database
-from engine.demo import free_port
+from cli.demo import free_port
 from engine.settings import Settings
+from engine.storage.db import Database
 from fixtures.acme.server import AcmeServer
 from fixtures.acme.state import AcmeState
 from tests.harness import (

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 
-from engine.db import Database
-from engine.integrations import create_api_token, create_integration, set_secrets
-from engine.runner import Artifact, StepResult
+from engine.apps.integrations import create_api_token, create_integration, set_secrets
+from engine.automation.runner import Artifact, StepResult
 from engine.settings import Settings
-from engine.vault import Vault
+from engine.storage.db import Database
+from engine.storage.vault import Vault
 from fixtures.acme.server import AcmeServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def usher_env(data_dir: Path, redis_url: str, port: int) -> dict[str, str]:
 def start_process(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start `usher COMMAND` with its output in a log file."""
     return subprocess.Popen(
-        [sys.executable, "-m", "engine", command],
+        [sys.executable, "-m", "cli", command],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,

@@ -2,7 +2,7 @@
 
 import math
 
-from engine.bench import report, run_bench
+from cli.bench import report, run_bench
 from tests.harness import ROOT
 
 

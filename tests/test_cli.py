@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
+from cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 

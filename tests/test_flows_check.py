@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.flows import flow_json_schema
+from cli.main import app
+from engine.automation.language import flow_json_schema
 from tests.harness import ROOT
 
 

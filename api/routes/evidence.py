@@ -3,7 +3,7 @@
 from fastapi import APIRouter, HTTPException, Response, status
 
 from api.deps import CurrentOperator, EvidenceDep, SessionDep
-from engine.models import Evidence
+from engine.storage.models import Evidence
 
 router = APIRouter(prefix="/api/evidence", tags=["evidence"])
 

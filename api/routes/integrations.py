@@ -3,8 +3,8 @@
 from fastapi import APIRouter, HTTPException, status
 
 from api.deps import CurrentOperator, SessionDep, SettingsDep
-from engine.integrations import IntegrationError, IntegrationView, describe_integration
-from engine.vault import Vault
+from engine.apps.integrations import IntegrationError, IntegrationView, describe_integration
+from engine.storage.vault import Vault
 
 router = APIRouter(prefix="/api/integrations", tags=["integrations"])
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from sqlmodel import col, select
 
 from api.deps import CurrentOperator, EvidenceDep, SessionDep
-from engine.models import Action, Evidence, Job, Step
+from engine.storage.models import Action, Evidence, Job, Step
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 

@@ -15,15 +15,15 @@ from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 
 from api.deps import DbDep, QueueDep, SettingsDep
-from engine.apps import load_app
+from engine.apps.template import load_app
 from engine.constants import SCIM_MAX_BODY_BYTES
-from engine.db import Database
-from engine.directory import SqlScimStorage, storable
-from engine.models import Integration
-from engine.outbox import Outbox
-from engine.scim import ScimServices
-from engine.scim_dialect import normalise_body, normalise_query
-from engine.tokens import same_hash
+from engine.jobs.outbox import Outbox
+from engine.scim.dialect import normalise_body, normalise_query
+from engine.scim.provider import ScimServices
+from engine.scim.storage import SqlScimStorage, storable
+from engine.storage.db import Database
+from engine.storage.models import Integration
+from engine.storage.tokens import same_hash
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["scim"])

@@ -6,8 +6,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.db import Database
+from cli.main import app
+from engine.storage.db import Database
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import job_detail, scim_post, wait_job

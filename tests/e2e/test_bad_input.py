@@ -3,9 +3,9 @@
 import httpx
 from sqlmodel import func, select
 
-from engine.db import Database
-from engine.integrations import create_integration
-from engine.models import Identity, Job, JobStatus
+from engine.apps.integrations import create_integration
+from engine.storage.db import Database
+from engine.storage.models import Identity, Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import job_detail, scim_post, wait_job

@@ -7,9 +7,9 @@ import time
 
 from sqlmodel import select
 
-from engine.db import Database
-from engine.demo import free_port
-from engine.models import Job, JobStatus
+from cli.demo import free_port
+from engine.storage.db import Database
+from engine.storage.models import Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import scim_post, wait_job

@@ -6,8 +6,8 @@ import time
 import httpx
 from sqlmodel import col, select
 
-from engine.db import Database
-from engine.models import Job, JobStatus
+from engine.storage.db import Database
+from engine.storage.models import Job, JobStatus
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import scim_post, wait_job
 from tests.harness import Connected, Usher

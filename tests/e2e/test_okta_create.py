@@ -13,11 +13,11 @@ from PIL import Image
 from playwright.async_api import async_playwright
 from sqlmodel import select
 
-from engine.browser import find_chromium
+from engine.automation.browser import find_chromium
 from engine.constants import MASK_COLOR, QUEUE_NAME
-from engine.db import Database
-from engine.models import AppAccount, Job, JobStatus
-from engine.queue import redis_settings
+from engine.jobs.queue import redis_settings
+from engine.storage.db import Database
+from engine.storage.models import AppAccount, Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.harness import Connected, Usher

@@ -6,8 +6,8 @@ import time
 
 from sqlmodel import select
 
-from engine.db import Database
-from engine.models import Job, JobStatus
+from engine.storage.db import Database
+from engine.storage.models import Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import fetch, job_detail, scim_post, wait_job

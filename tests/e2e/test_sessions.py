@@ -2,9 +2,9 @@
 
 import asyncio
 
-from engine.db import Database
-from engine.demo import free_port
-from engine.models import JobStatus
+from cli.demo import free_port
+from engine.storage.db import Database
+from engine.storage.models import JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import job_detail, scim_post, wait_job

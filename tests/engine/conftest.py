@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.browser import BrowserPool
+from engine.automation.browser import BrowserPool
 from engine.settings import Settings
 
 

@@ -34,10 +34,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.apps import Entitlement
-from engine.db import Database
-from engine.directory import SqlScimStorage, default_provider, tombstone
-from engine.models import (
+from engine.apps.template import Entitlement
+from engine.jobs.outbox import ensure_queued_job
+from engine.scim.provider import build_provider
+from engine.scim.storage import SqlScimStorage, default_provider, tombstone
+from engine.storage.db import Database
+from engine.storage.models import (
     Identity,
     Integration,
     Job,
@@ -47,8 +49,6 @@ from engine.models import (
     new_id,
     utcnow,
 )
-from engine.outbox import ensure_queued_job
-from engine.scim import build_provider
 
 POSTGRES_ENV = "USHER_TEST_POSTGRES_URL"
 POSTGRES_DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

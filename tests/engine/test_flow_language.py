@@ -10,10 +10,10 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from engine.browser import BrowserPool
-from engine.flows import Flow
-from engine.runner import FlowFailed, FlowOutcome, FlowRunner, RunContext
-from engine.totp import RedisTotpLedger
+from engine.automation.browser import BrowserPool
+from engine.automation.language import Flow
+from engine.automation.runner import FlowFailed, FlowOutcome, FlowRunner, RunContext
+from engine.automation.totp import RedisTotpLedger
 from fixtures.server import ThreadedServer
 from tests.harness import RecordingSink
 

@@ -2,9 +2,9 @@
 
 from datetime import UTC, datetime
 
-from engine.apps import load_app
-from engine.models import AppAccount, Identity
-from engine.reconciler import apply_success, desired_state, plan
+from engine.apps.template import load_app
+from engine.planner import apply_success, desired_state, plan
+from engine.storage.models import AppAccount, Identity
 from tests.harness import ROOT
 
 ACME = load_app(ROOT / "flows", "acme")

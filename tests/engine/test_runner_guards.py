@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from engine.browser import BrowserPool
-from engine.flows import load_flow
-from engine.runner import FlowFailed, FlowRunner, RunContext
-from engine.totp import RedisTotpLedger
+from engine.automation.browser import BrowserPool
+from engine.automation.language import load_flow
+from engine.automation.runner import FlowFailed, FlowRunner, RunContext
+from engine.automation.totp import RedisTotpLedger
 from fixtures.redirector import create_redirector
 from fixtures.server import ThreadedServer
 from tests.harness import ROOT, RecordingSink

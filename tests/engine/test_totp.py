@@ -6,7 +6,7 @@ import pyotp
 import pytest
 from redis.asyncio import Redis
 
-from engine.totp import TOTP_PERIOD_S, RedisTotpLedger, fresh_code
+from engine.automation.totp import TOTP_PERIOD_S, RedisTotpLedger, fresh_code
 
 SEED = pyotp.random_base32()
 WINDOW = 1_800_000_000 // TOTP_PERIOD_S * TOTP_PERIOD_S

@@ -7,7 +7,7 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine.scim_dialect import (
+from engine.scim.dialect import (
     normalise_body,
     normalise_filter,
     normalise_patch,

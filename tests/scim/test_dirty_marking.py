@@ -1,7 +1,7 @@
 """Dirty-marking: a change the app's flows act on queues one job; anything else queues none."""
 
-from engine.apps import load_app
-from engine.db import Database
+from engine.apps.template import load_app
+from engine.storage.db import Database
 from fixtures.idp import filled, sample
 from tests.harness import ROOT
 from tests.scim.conftest import (

@@ -3,7 +3,7 @@
 import re
 from typing import Any
 
-from engine.apps import load_app
+from engine.apps.template import load_app
 from tests.harness import ROOT
 from tests.scim.conftest import (
     ENTERPRISE,

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from engine.db import Database
+from engine.storage.db import Database
 from fixtures.idp import filled, sample
 from tests.scim.conftest import (
     ENTERPRISE,

@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from engine.constants import SCIM_MAX_BODY_BYTES
-from engine.db import Database
+from engine.storage.db import Database
 from tests.scim.conftest import (
     ERROR_SCHEMA,
     PATCH_SCHEMA,

@@ -7,12 +7,12 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from engine.apps import load_app
-from engine.cli import app
-from engine.db import Database
-from engine.integrations import set_secret
-from engine.models import AuditEvent, Integration
-from engine.vault import Vault
+from cli.main import app
+from engine.apps.integrations import set_secret
+from engine.apps.template import load_app
+from engine.storage.db import Database
+from engine.storage.models import AuditEvent, Integration
+from engine.storage.vault import Vault
 from tests.harness import ROOT
 from tests.scim.conftest import Scim, ScimServer
 

@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from engine.db import Database
+from engine.storage.db import Database
 from fixtures.idp import filled, okta_user, sample
 from tests.scim.conftest import (
     ERROR_SCHEMA,

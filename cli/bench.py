@@ -12,15 +12,15 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
-from engine.browser import BrowserPool
-from engine.db import Database
-from engine.embedded import EmbeddedRedis
-from engine.flows import Flow
-from engine.integrations import create_integration
-from engine.models import Identity, new_id, utcnow
-from engine.runner import Artifact, FlowRunner, RunContext, StepResult
+from cli.embedded import EmbeddedRedis
+from engine.apps.integrations import create_integration
+from engine.automation.browser import BrowserPool
+from engine.automation.language import Flow
+from engine.automation.runner import Artifact, FlowRunner, RunContext, StepResult
+from engine.automation.totp import RedisTotpLedger
 from engine.settings import Settings
-from engine.totp import RedisTotpLedger
+from engine.storage.db import Database
+from engine.storage.models import Identity, new_id, utcnow
 
 FORM = """<!doctype html><form><label for=e>Email</label><input id=e>
 <label for=f>First name</label><input id=f><label for=l>Last name</label><input id=l></form>"""

@@ -3,11 +3,11 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import engine.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import engine.storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("Run migrations through engine.db.Database.migrate")
+    raise RuntimeError("Run migrations through engine.storage.db.Database.migrate")
 context.configure(
     connection=connection,
     target_metadata=SQLModel.metadata,

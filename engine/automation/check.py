@@ -7,9 +7,9 @@ from pathlib import Path
 from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from engine.apps import AppError, AppTemplate, load_app
-from engine.flows import Flow, FlowError, Step, load_flow, uses_secret
-from engine.profile import USER_VARIABLES
+from engine.apps.profile import USER_VARIABLES
+from engine.apps.template import AppError, AppTemplate, load_app
+from engine.automation.language import Flow, FlowError, Step, load_flow, uses_secret
 
 ENTITLEMENT_ACTIONS = ("grant_entitlement", "revoke_entitlement", "set_role")
 NAMESPACES = {

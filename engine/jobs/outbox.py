@@ -6,9 +6,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.apps import AppTemplate
-from engine.models import Identity, Job, JobStatus, ScimGroup
-from engine.profile import watched_projection
+from engine.apps.profile import watched_projection
+from engine.apps.template import AppTemplate
+from engine.storage.models import Identity, Job, JobStatus, ScimGroup
 
 
 class ChangeMarker(Protocol):

@@ -7,13 +7,13 @@ from pydantic import BaseModel
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.apps import AppTemplate, load_app
+from engine.apps.template import AppTemplate, load_app
 from engine.constants import TOKEN_PREFIX_API, TOKEN_PREFIX_SCIM
-from engine.models import ApiToken, AuditEvent, Integration, utcnow
-from engine.scim import catalogue_endpoint_of
+from engine.scim.provider import catalogue_endpoint_of
 from engine.settings import Settings
-from engine.tokens import hash_token, new_token
-from engine.vault import Vault
+from engine.storage.models import ApiToken, AuditEvent, Integration, utcnow
+from engine.storage.tokens import hash_token, new_token
+from engine.storage.vault import Vault
 
 
 class IntegrationError(Exception):

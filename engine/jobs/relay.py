@@ -4,9 +4,9 @@ import logging
 
 from sqlmodel import col, select
 
-from engine.db import Database
-from engine.models import Job, JobStatus, utcnow
-from engine.queue import JobQueue
+from engine.jobs.queue import JobQueue
+from engine.storage.db import Database
+from engine.storage.models import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator as PwLocator
 from playwright.async_api import Page, Request, Route, expect
 
-from engine.constants import MASK_COLOR
-from engine.flows import (
+from engine.automation.language import (
     Condition,
     Expectation,
     Flow,
@@ -22,7 +21,8 @@ from engine.flows import (
     render,
     uses_secret,
 )
-from engine.totp import TotpLedger, fresh_code
+from engine.automation.totp import TotpLedger, fresh_code
+from engine.constants import MASK_COLOR
 
 POLL_S = 0.1
 NAVIGATION_GRACE_S = 0.1

@@ -46,14 +46,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.apps import Entitlement
-from engine.models import Identity, Membership, ScimGroup, utcnow
-from engine.outbox import ChangeMarker
-from engine.scim import (
+from engine.apps.template import Entitlement
+from engine.jobs.outbox import ChangeMarker
+from engine.scim.provider import (
     OKTA_ENTITLEMENT_SCHEMA,
     OKTA_ROLE_SCHEMA,
     catalogue_schema_of,
 )
+from engine.storage.models import Identity, Membership, ScimGroup, utcnow
 
 USER = "User"
 GROUP = "Group"

@@ -7,23 +7,30 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine.apps import AppTemplate, load_app
-from engine.browser import BrowserPool
-from engine.db import Database
-from engine.embedded import EmbeddedRedis
-from engine.evidence import DirectoryEvidenceStore
-from engine.flows import load_flow
-from engine.integrations import (
+from cli.embedded import EmbeddedRedis
+from engine.apps.integrations import (
     IntegrationError,
     get_integration,
     lacking_secrets,
     missing_secrets,
 )
-from engine.runner import Artifact, FlowFailed, FlowOutcome, FlowRunner, RunContext, StepResult
-from engine.sessions import LoginOutcome, SignIn, load_session
+from engine.apps.template import AppTemplate, load_app
+from engine.automation.browser import BrowserPool
+from engine.automation.language import load_flow
+from engine.automation.runner import (
+    Artifact,
+    FlowFailed,
+    FlowOutcome,
+    FlowRunner,
+    RunContext,
+    StepResult,
+)
+from engine.automation.sessions import LoginOutcome, SignIn, load_session
+from engine.automation.totp import RedisTotpLedger
 from engine.settings import Settings
-from engine.totp import RedisTotpLedger
-from engine.vault import Vault
+from engine.storage.db import Database
+from engine.storage.evidence import DirectoryEvidenceStore
+from engine.storage.vault import Vault
 
 
 class PrintingSink:

@@ -8,12 +8,12 @@ from typing import Any, TypeVar
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.apps import AppError
-from engine.browser import BrowserError
-from engine.db import Database
-from engine.integrations import IntegrationError
+from engine.apps.integrations import IntegrationError
+from engine.apps.template import AppError
+from engine.automation.browser import BrowserError
 from engine.settings import Settings
-from engine.vault import VaultError
+from engine.storage.db import Database
+from engine.storage.vault import VaultError
 
 T = TypeVar("T")
 USER_ERRORS = (AppError, IntegrationError, VaultError, BrowserError)

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from engine.apps import available_apps
-from engine.commands import fail, run, settings_for
-from engine.flowcheck import check_app
+from cli.commands import fail, run, settings_for
+from engine.apps.template import available_apps
+from engine.automation.check import check_app
 
 flows = typer.Typer(help="Check, replay and import flows.")
 
@@ -45,7 +45,7 @@ def flows_check(
 @flows.command("schema")
 def flows_schema() -> None:
     """Print the flow language's JSON Schema (published as flows/flow.schema.json)."""
-    from engine.flows import flow_json_schema
+    from engine.automation.language import flow_json_schema
 
     typer.echo(json.dumps(flow_json_schema(), indent=2, sort_keys=True))
 
@@ -60,7 +60,7 @@ def flows_replay(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Run one action with sample data, printing each step, its locator and screenshot."""
-    from engine.replay import FlowFailed, ReplayRequest, run_replay
+    from engine.automation.replay import FlowFailed, ReplayRequest, run_replay
 
     settings = settings_for(data_dir)
     request = ReplayRequest(app_name, action, integration, _parse_vars(var or []), headed)

@@ -9,7 +9,8 @@ from arq import Retry, cron
 from arq.worker import Worker
 from redis.exceptions import LockError
 
-from engine.browser import BrowserPool
+from engine.automation.browser import BrowserPool
+from engine.automation.totp import RedisTotpLedger
 from engine.constants import (
     ARQ_MAX_TRIES,
     BUSY_DEFER_S,
@@ -20,15 +21,14 @@ from engine.constants import (
     RECONCILE_FUNCTION,
     RELAY_EVERY_S,
 )
-from engine.db import Database
-from engine.evidence import DirectoryEvidenceStore
-from engine.jobs import JobRunner, JobServices
-from engine.models import Job
-from engine.queue import JobQueue, redis_settings
-from engine.relay import relay
+from engine.jobs.queue import JobQueue, redis_settings
+from engine.jobs.relay import relay
+from engine.jobs.runner import JobRunner, JobServices
 from engine.settings import Settings
-from engine.totp import RedisTotpLedger
-from engine.vault import Vault
+from engine.storage.db import Database
+from engine.storage.evidence import DirectoryEvidenceStore
+from engine.storage.models import Job
+from engine.storage.vault import Vault
 
 log = logging.getLogger(__name__)
 

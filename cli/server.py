@@ -7,9 +7,9 @@ import logging
 import uvicorn
 
 from api.app import create_app
-from engine.embedded import EmbeddedRedis
+from cli.embedded import EmbeddedRedis
+from engine.jobs.worker import build_worker
 from engine.settings import Settings
-from engine.worker import build_worker
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 from sqlmodel import select
 
-from engine.db import Database
-from engine.integrations import create_api_token, create_integration, set_secrets
-from engine.models import Job, JobStatus
+from engine.apps.integrations import create_api_token, create_integration, set_secrets
 from engine.settings import Settings
-from engine.vault import Vault
+from engine.storage.db import Database
+from engine.storage.models import Job, JobStatus
+from engine.storage.vault import Vault
 
 JOB_WAIT_S = 120
 FINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
@@ -42,7 +42,7 @@ def start_usher(settings: Settings, port: int, log_path: Path) -> subprocess.Pop
     env.pop("USHER_REDIS_URL", None)
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "engine", "up"],
+        [sys.executable, "-m", "cli", "up"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

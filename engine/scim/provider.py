@@ -36,9 +36,9 @@ from scim2_server.routing import Operation, Target
 from scim2_server.service import ScimService
 from scim2_server.utils import load_default_resource_types, load_default_schemas, parametrize
 
-from engine.apps import AppExtension, AppTemplate
+from engine.apps.template import AppExtension, AppTemplate
 from engine.constants import SCIM_MAX_RESULTS
-from engine.scim_dialect import USER_SCHEMA, names_schema
+from engine.scim.dialect import USER_SCHEMA, names_schema
 from engine.settings import Settings
 
 OKTA_ENTITLEMENT_SCHEMA = "urn:okta:scim:schemas:core:1.0:Entitlement"

@@ -3,9 +3,9 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.apps import AppTemplate, Entitlement
-from engine.models import AppAccount, Identity
-from engine.profile import user_variables
+from engine.apps.profile import user_variables
+from engine.apps.template import AppTemplate, Entitlement
+from engine.storage.models import AppAccount, Identity
 
 
 @dataclass(frozen=True)

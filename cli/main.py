@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from engine.commands import fail, in_session, run, settings_for
-from engine.flows_cli import flows
-from engine.integrations import (
+from cli.commands import fail, in_session, run, settings_for
+from cli.flows import flows
+from cli.logs import configure
+from engine.apps.integrations import (
     create_api_token,
     create_integration,
     describe_integration,
@@ -18,9 +19,8 @@ from engine.integrations import (
     scim_base_url,
     set_secret,
 )
-from engine.logs import configure
 from engine.settings import Settings
-from engine.vault import Vault
+from engine.storage.vault import Vault
 
 app = typer.Typer(
     help="Usher: provision IdP identities into web apps without an API.",
@@ -61,7 +61,7 @@ def require_redis(settings: Settings, command: str) -> str:
 @app.command()
 def up(data_dir: DataDir = None, port: int | None = None, redis_url: RedisUrl = None) -> None:
     """Run the API and one worker in one process, over an embedded Redis unless one is given."""
-    from api.server import run_up
+    from cli.server import run_up
 
     settings = settings_for(data_dir, port=port, redis_url=redis_url)
     configure()
@@ -71,7 +71,7 @@ def up(data_dir: DataDir = None, port: int | None = None, redis_url: RedisUrl = 
 @app.command()
 def serve(data_dir: DataDir = None, port: int | None = None, redis_url: RedisUrl = None) -> None:
     """Run the API only, against a real Redis shared with workers."""
-    from api.server import run_serve
+    from cli.server import run_serve
 
     settings = settings_for(data_dir, port=port, redis_url=redis_url)
     url = require_redis(settings, "serve")
@@ -82,7 +82,7 @@ def serve(data_dir: DataDir = None, port: int | None = None, redis_url: RedisUrl
 @app.command()
 def worker(data_dir: DataDir = None, redis_url: RedisUrl = None) -> None:
     """Run one worker that reconciles accounts, against a real Redis."""
-    from engine.worker import run_worker
+    from engine.jobs.worker import run_worker
 
     settings = settings_for(data_dir, redis_url=redis_url)
     url = require_redis(settings, "worker")
@@ -93,7 +93,7 @@ def worker(data_dir: DataDir = None, redis_url: RedisUrl = None) -> None:
 @app.command()
 def demo(data_dir: DataDir = None) -> None:
     """Provision one Okta-created user into the Acme fixture app and print the job."""
-    from engine.demo import run_demo
+    from cli.demo import run_demo
 
     settings = settings_for(data_dir, isolated_dns=True)
     configure("WARNING")
@@ -107,7 +107,7 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Requests per measurement.")] = 200,
 ) -> None:
     """Measure SCIM and runner costs as ratios against baselines from the same run."""
-    from engine.bench import bench_main
+    from cli.bench import bench_main
 
     configure("WARNING")
     typer.echo(bench_main(users, rounds, settings_for(None).flows_dir))

@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine.profile import USER_VARIABLES
+from engine.apps.profile import USER_VARIABLES
 
 ACTIONS = (
     "login",

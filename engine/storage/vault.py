@@ -7,7 +7,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.models import IntegrationSecret, utcnow
+from engine.storage.models import IntegrationSecret, utcnow
 
 
 class VaultError(Exception):

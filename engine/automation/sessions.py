@@ -9,11 +9,11 @@ from playwright.async_api import BrowserContext
 from redis.asyncio import Redis
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.automation.runner import FlowFailed, FlowOutcome
 from engine.constants import LOGIN_LOCK_PREFIX, LOGIN_LOCK_S, LOGIN_WAIT_S
-from engine.db import Database
-from engine.models import IntegrationSession, utcnow
-from engine.runner import FlowFailed, FlowOutcome
-from engine.vault import Vault
+from engine.storage.db import Database
+from engine.storage.models import IntegrationSession, utcnow
+from engine.storage.vault import Vault
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,29 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from sqlmodel import col, select
 
-from engine.apps import AppError, AppTemplate, load_app
-from engine.browser import BrowserPool
+from engine.apps.integrations import lacking_secrets
+from engine.apps.profile import user_variables
+from engine.apps.template import AppError, AppTemplate, load_app
+from engine.automation.browser import BrowserPool
+from engine.automation.language import FlowError, load_flow
+from engine.automation.runner import (
+    Artifact,
+    FlowFailed,
+    FlowOutcome,
+    FlowRunner,
+    RunContext,
+    StepResult,
+)
+from engine.automation.sessions import SignIn, load_session
+from engine.automation.totp import TotpLedger
 from engine.constants import LEASE_RENEWALS, RETRY_BACKOFF_S
-from engine.db import Database
-from engine.evidence import EvidenceStore
-from engine.flows import FlowError, load_flow
-from engine.integrations import lacking_secrets
-from engine.models import (
+from engine.jobs.outbox import ensure_queued_job
+from engine.jobs.queue import JobQueue
+from engine.planner import Desired, PlannedAction, apply_success, desired_state, plan
+from engine.settings import Settings
+from engine.storage.db import Database
+from engine.storage.evidence import EvidenceStore
+from engine.storage.models import (
     Action,
     ActionStatus,
     AppAccount,
@@ -32,22 +47,7 @@ from engine.models import (
     Step,
     utcnow,
 )
-from engine.outbox import ensure_queued_job
-from engine.profile import user_variables
-from engine.queue import JobQueue
-from engine.reconciler import Desired, PlannedAction, apply_success, desired_state, plan
-from engine.runner import (
-    Artifact,
-    FlowFailed,
-    FlowOutcome,
-    FlowRunner,
-    RunContext,
-    StepResult,
-)
-from engine.sessions import SignIn, load_session
-from engine.settings import Settings
-from engine.totp import TotpLedger
-from engine.vault import Vault, VaultError
+from engine.storage.vault import Vault, VaultError
 
 log = logging.getLogger(__name__)
 

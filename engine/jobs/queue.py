@@ -7,7 +7,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.exceptions import RedisError
 
 from engine.constants import QUEUE_NAME, RECONCILE_FUNCTION
-from engine.models import Job
+from engine.storage.models import Job
 
 log = logging.getLogger(__name__)
 

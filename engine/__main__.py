@@ -1,5 +1,0 @@
-"""Run the CLI with `python -m engine`."""
-
-from engine.cli import app
-
-app()
