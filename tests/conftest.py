@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
-from cli.demo import free_port
 from engine.settings import Settings
 from engine.storage.db import Database
 from fixtures.acme.server import AcmeServer
@@ -17,6 +16,7 @@ from tests.harness import (
     Connected,
     Usher,
     connect_acme,
+    free_port,
     start_process,
     stop_process,
     usher_env,

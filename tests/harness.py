@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,13 @@ from engine.storage.vault import Vault
 from fixtures.acme.server import AcmeServer
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """Return a free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def wait_for(predicate: object, timeout_s: float, what: str) -> None:

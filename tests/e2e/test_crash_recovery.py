@@ -7,13 +7,19 @@ import time
 
 from sqlmodel import select
 
-from cli.demo import free_port
 from engine.storage.db import Database
 from engine.storage.models import Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import scim_post, wait_job
-from tests.harness import Connected, Usher, start_process, stop_process, usher_env
+from tests.harness import (
+    Connected,
+    Usher,
+    free_port,
+    start_process,
+    stop_process,
+    usher_env,
+)
 
 
 async def wait_running(db: Database, identity_id: str, timeout_s: float = 30) -> Job:

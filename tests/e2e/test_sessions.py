@@ -2,13 +2,19 @@
 
 import asyncio
 
-from cli.demo import free_port
 from engine.storage.db import Database
 from engine.storage.models import JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import job_detail, scim_post, wait_job
-from tests.harness import Connected, Usher, start_process, stop_process, usher_env
+from tests.harness import (
+    Connected,
+    Usher,
+    free_port,
+    start_process,
+    stop_process,
+    usher_env,
+)
 
 
 def signed_in_fresh(detail: dict) -> bool:

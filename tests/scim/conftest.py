@@ -17,12 +17,18 @@ import redis
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from cli.demo import free_port
 from engine.apps.integrations import create_api_token, create_integration
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.models import Identity, Job, Membership, ScimGroup, utcnow
-from tests.harness import ROOT, start_process, stop_process, usher_env, wait_healthy
+from tests.harness import (
+    ROOT,
+    free_port,
+    start_process,
+    stop_process,
+    usher_env,
+    wait_healthy,
+)
 
 SCIM_JSON = "application/scim+json"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
