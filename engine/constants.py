@@ -4,7 +4,6 @@ from typing import Final
 
 REDIS_PREFIX: Final = "usher:"
 QUEUE_NAME: Final = f"{REDIS_PREFIX}queue"
-IDENTITY_LOCK_PREFIX: Final = f"{REDIS_PREFIX}lock:identity:"
 TOTP_STEP_PREFIX: Final = f"{REDIS_PREFIX}totp:"
 LOGIN_LOCK_PREFIX: Final = f"{REDIS_PREFIX}lock:login:"
 LOGIN_LOCK_S: Final = 120
@@ -16,16 +15,21 @@ RECONCILE_FUNCTION: Final = "reconcile_job"
 RELAY_FUNCTION: Final = "relay"
 
 JOB_TIMEOUT_S: Final = 300
-"""The longest one reconcile may run; arq holds a crashed worker's job this long + 10 s."""
+"""The longest one reconcile may run; arq cancels it after this long."""
 LEASE_RENEWALS: Final = 4
-"""A running job renews its lease (and its identity lock) this many times per lease."""
-BUSY_DEFER_S: Final = 2.0
-"""How long a job waits before trying again when another job holds its identity."""
-ARQ_MAX_TRIES: Final = 10_000
-"""arq counts every Retry; Usher counts attempts in the database instead."""
+"""A running job renews its lease this many times per lease."""
+BUSY_WAIT_MAX_S: Final = 60.0
+"""The longest a job waits while another job of its identity runs; that job's end frees it."""
+DELIVERY_SLACK_S: Final = 1.0
+"""A delivery this early for a job's `not_before` still claims it (timers and clocks drift)."""
+ARQ_MAX_TRIES: Final = 3
+"""arq re-delivers a job id only after a worker died; the database counts real attempts."""
 RETRY_BACKOFF_S: Final = (5, 30, 120)
-RELAY_EVERY_S: Final = 30
-KEEP_RESULT_S: Final = 60
+"""The delay before attempt 2, 3, 4+ of a job; the last one caps every later delay."""
+RETRY_JITTER: Final = 0.2
+"""Each back-off is spread by this fraction either way, so failed jobs do not return together."""
+KEEP_RESULT_S: Final = 0
+"""arq keeps no result: a job id can be delivered again as soon as its last run ended."""
 
 TOTP_MIN_LEFT_S: Final = 10
 """Type a TOTP code only with at least this much of its window left."""

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         ge=2,
         description="A job whose worker stops renewing for this long is reclaimed by the relay.",
     )
+    relay_every_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often each worker reclaims lapsed jobs and delivers due ones.",
+    )
     step_timeout_ms: int = 10_000
     browser_jobs_before_restart: int = 100
 

@@ -2,13 +2,12 @@
 
 from typing import Protocol
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.apps.profile import watched_projection
 from engine.apps.template import AppTemplate
-from engine.storage.models import Identity, Job, JobStatus, ScimGroup
+from engine.jobs.state import ensure_pending
+from engine.storage.models import Identity, Job, ScimGroup
 
 
 class ChangeMarker(Protocol):
@@ -23,31 +22,7 @@ class ChangeMarker(Protocol):
         ...
 
 
-async def ensure_queued_job(
-    session: AsyncSession,
-    integration_id: str,
-    *,
-    identity_id: str | None = None,
-    group_id: str | None = None,
-) -> Job:
-    """Return the queued job of an identity or group, creating it if there is none.
-
-    A partial unique index allows one queued job per identity, so ten changes
-    before a worker runs are one job, even from concurrent requests.
-    """
-    column = Job.identity_id if identity_id is not None else Job.group_id
-    target = identity_id if identity_id is not None else group_id
-    query = select(Job).where(column == target, Job.status == JobStatus.queued)
-    existing = (await session.exec(query)).first()
-    if existing is not None:
-        return existing
-    job = Job(integration_id=integration_id, identity_id=identity_id, group_id=group_id)
-    try:
-        async with session.begin_nested():
-            session.add(job)
-    except IntegrityError:
-        return (await session.exec(query)).one()
-    return job
+ensure_queued_job = ensure_pending
 
 
 class Outbox:
@@ -70,9 +45,7 @@ class Outbox:
             return
         identity.generation += 1
         self.session.add(identity)
-        job = await ensure_queued_job(
-            self.session, identity.integration_id, identity_id=identity.id
-        )
+        job = await ensure_pending(self.session, identity.integration_id, identity_id=identity.id)
         self.pending[job.id] = job
 
     async def group_changed(self, group: ScimGroup, changed_member_ids: set[str]) -> None:
@@ -85,7 +58,7 @@ class Outbox:
             return
         group.generation += 1
         self.session.add(group)
-        job = await ensure_queued_job(self.session, group.integration_id, group_id=group.id)
+        job = await ensure_pending(self.session, group.integration_id, group_id=group.id)
         job.members = sorted(set(job.members) | changed_member_ids)
         self.session.add(job)
         self.pending[job.id] = job

@@ -6,11 +6,9 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
 from sqlmodel import col, select
 
 from engine.apps.integrations import lacking_secrets
@@ -28,8 +26,8 @@ from engine.automation.runner import (
 )
 from engine.automation.sessions import SignIn, load_session
 from engine.automation.totp import TotpLedger
-from engine.constants import LEASE_RENEWALS, RETRY_BACKOFF_S
-from engine.jobs.outbox import ensure_queued_job
+from engine.constants import LEASE_RENEWALS
+from engine.jobs import state
 from engine.jobs.queue import JobQueue
 from engine.planner import Desired, PlannedAction, apply_success, desired_state, plan
 from engine.settings import Settings
@@ -128,63 +126,60 @@ class DbStepSink:
 
 
 class JobRunner:
-    """Execute one job attempt end to end."""
+    """Execute one job attempt end to end; every job write goes through `engine.jobs.state`."""
 
     def __init__(self, services: JobServices) -> None:
         self.services = services
+        self.lost = False
 
-    async def run(self, job_id: str, attempt: int, *, lock: Lock | None = None) -> str:
-        """Run a job attempt and return its final status; stale deliveries do nothing.
-
-        `lock` is the identity's lock; it lapses with the lease if this worker dies.
-        """
-        job = await self._start(job_id, attempt)
-        if job is None:
+    async def run(self, job_id: str, attempt: int) -> str:
+        """Claim a job attempt, run it and return its status; stale deliveries do nothing."""
+        services = self.services
+        claimed = await state.claim(
+            services.db,
+            job_id,
+            attempt,
+            services.worker_name,
+            lease_s=services.settings.job_lease_s,
+        )
+        if claimed.busy:
+            return "busy"
+        if claimed.job is None or claimed.lease is None:
             return "stale"
-        if job.group_id is not None:
-            return await self._expand_group(job)
-        renewer = asyncio.create_task(self._renew_lease(job.id, lock))
+        job, lease = claimed.job, claimed.lease
+        renewer = asyncio.create_task(self._renew_lease(lease))
         try:
-            return await self._reconcile(job)
+            if job.group_id is not None:
+                status = await self._expand_group(job, lease)
+            else:
+                status = await self._reconcile(job, lease)
         except Exception as error:
             log.exception("job %s crashed", job.id)
-            return await self._finish(job.id, JobStatus.failed, f"internal error: {error}")
+            status = await state.finish(
+                services.db, lease, JobStatus.failed, f"internal error: {error}"
+            )
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+        await services.queue.enqueue_all(await state.release_next(services.db, job))
+        return status
 
-    async def _start(self, job_id: str, attempt: int) -> Job | None:
-        """Move a queued job to running under a lease; None if it is not this attempt's."""
-        async with self.services.db.session() as session:
-            job = await session.get(Job, job_id)
-            if job is None or job.status != JobStatus.queued or job.attempt != attempt:
-                return None
-            job.status = JobStatus.running
-            job.started_at = utcnow()
-            job.lease_until = utcnow() + timedelta(seconds=self.services.settings.job_lease_s)
-            job.worker = self.services.worker_name
-            job.error = None
-            session.add(job)
-            await session.commit()
-            return job
-
-    async def _renew_lease(self, job_id: str, lock: Lock | None) -> None:
-        """Extend the lease and the identity lock while the job runs, so neither lapses."""
+    async def _renew_lease(self, lease: state.Lease) -> None:
+        """Extend the lease while the job runs; note a lost one so the job stops itself."""
         lease_s = self.services.settings.job_lease_s
         while True:
             await asyncio.sleep(lease_s / LEASE_RENEWALS)
-            async with self.services.db.session() as session:
-                job = await session.get(Job, job_id)
-                if job is None or job.status != JobStatus.running:
-                    return
-                job.lease_until = utcnow() + timedelta(seconds=lease_s)
-                session.add(job)
-                await session.commit()
-            if lock is not None:
-                await lock.reacquire()
+            try:
+                owned = await state.renew(self.services.db, lease, lease_s=lease_s)
+            except Exception:
+                log.exception("job %s: lease not renewed this time", lease.job_id)
+                continue
+            if not owned:
+                self.lost = True
+                return
 
-    async def _expand_group(self, job: Job) -> str:
+    async def _expand_group(self, job: Job, lease: state.Lease) -> str:
         """Queue one identity job per user who joined or left the group."""
         async with self.services.db.session() as session:
             users = (
@@ -196,56 +191,25 @@ class JobRunner:
                 )
             ).all()
             jobs = [
-                await ensure_queued_job(session, job.integration_id, identity_id=user)
+                await state.ensure_pending(session, job.integration_id, identity_id=user)
                 for user in users
             ]
             await session.commit()
         await self.services.queue.enqueue_all(jobs)
-        return await self._finish(job.id, JobStatus.succeeded, None)
+        return await state.finish(self.services.db, lease, JobStatus.succeeded, None)
 
-    async def _finish(self, job_id: str, status: str, error: str | None) -> str:
-        """Close a job with a final status."""
-        async with self.services.db.session() as session:
-            job = await session.get(Job, job_id)
-            assert job is not None
-            if job.status == JobStatus.cancelled:
-                return JobStatus.cancelled
-            job.status = status
-            job.error = error
-            job.finished_at = utcnow()
-            job.lease_until = None
-            session.add(job)
-            await session.commit()
+    async def _retry_later(self, lease: state.Lease, error: str) -> str:
+        """Give the job another attempt after a back-off, delivered when it is due."""
+        status = await state.retry_later(
+            self.services.db, lease, error, max_attempts=self.services.settings.job_max_attempts
+        )
+        if status == JobStatus.retrying:
+            async with self.services.db.session() as session:
+                job = await session.get(Job, lease.job_id)
+            if job is not None and job.not_before is not None:
+                delay = (job.not_before - utcnow()).total_seconds()
+                await self.services.queue.enqueue(job, defer_s=max(delay, 0.0))
         return status
-
-    async def _retry_later(self, job_id: str, error: str) -> str:
-        """Queue the next attempt with backoff, or fail the job after the last one."""
-        settings = self.services.settings
-        async with self.services.db.session() as session:
-            job = await session.get(Job, job_id)
-            assert job is not None
-            if job.attempt >= settings.job_max_attempts or job.status == JobStatus.cancelled:
-                await session.rollback()
-                return await self._finish(job_id, JobStatus.failed, error)
-            queued = (
-                await session.exec(
-                    select(Job).where(
-                        Job.identity_id == job.identity_id, Job.status == JobStatus.queued
-                    )
-                )
-            ).first()
-            if queued is not None:
-                await session.rollback()
-                return await self._finish(job_id, JobStatus.failed, error)
-            job.attempt += 1
-            job.status = JobStatus.queued
-            job.error = error
-            job.lease_until = None
-            session.add(job)
-            await session.commit()
-        delay = RETRY_BACKOFF_S[min(job.attempt - 2, len(RETRY_BACKOFF_S) - 1)]
-        await self.services.queue.enqueue(job, defer_s=delay)
-        return JobStatus.queued
 
     async def _load(
         self, job: Job
@@ -266,21 +230,21 @@ class JobRunner:
         template = load_app(self.services.settings.flows_dir, integration.app)
         return integration, template, identity, account, secrets
 
-    async def _reconcile(self, job: Job) -> str:
+    async def _reconcile(self, job: Job, lease: state.Lease) -> str:
         """Plan the job now and run each action's flow, recording the account after each."""
         try:
             integration, template, identity, account, secrets = await self._load(job)
         except (AppError, VaultError) as error:
-            return await self._finish(job.id, JobStatus.failed, str(error))
+            return await state.finish(self.services.db, lease, JobStatus.failed, str(error))
         the_plan = plan(identity, account, template)
         if the_plan.unsupported:
             log.warning("job %s: app %s lacks %s", job.id, template.name, the_plan.unsupported)
         if not the_plan.actions:
-            return await self._finish(job.id, JobStatus.succeeded, None)
+            return await state.finish(self.services.db, lease, JobStatus.succeeded, None)
         missing = [s.name for s in template.secrets if s.name not in secrets]
         if missing:
-            return await self._finish(
-                job.id, JobStatus.failed, lacking_secrets(integration.id, missing)
+            return await state.finish(
+                self.services.db, lease, JobStatus.failed, lacking_secrets(integration.id, missing)
             )
         desired = desired_state(identity, template)
         variables: dict[str, Any] = {
@@ -315,8 +279,8 @@ class JobRunner:
             for planned in the_plan.actions:
                 if failure is not None:
                     break
-                if await self._cancelled(job.id):
-                    return JobStatus.cancelled
+                if not await self._still_owned(lease):
+                    return await state.current_status(self.services.db, job.id)
                 variables["account"] = {"key": account.app_key}
                 variables["entitlement"] = (
                     planned.entitlement.model_dump() if planned.entitlement else {}
@@ -329,10 +293,10 @@ class JobRunner:
                         account, planned, desired, template, outcome
                     )
         if failure is None:
-            return await self._finish(job.id, JobStatus.succeeded, None)
+            return await state.finish(self.services.db, lease, JobStatus.succeeded, None)
         if failure.transient:
-            return await self._retry_later(job.id, str(failure))
-        return await self._finish(job.id, JobStatus.failed, str(failure))
+            return await self._retry_later(lease, str(failure))
+        return await state.finish(self.services.db, lease, JobStatus.failed, str(failure))
 
     async def _sign_in(self, run: "_Run") -> FlowFailed | None:
         """Sign in with the integration's kept session, renewing it if it expired."""
@@ -399,8 +363,6 @@ class JobRunner:
             await session.commit()
             return stored
 
-    async def _cancelled(self, job_id: str) -> bool:
-        """Tell whether an operator cancelled the job since it started."""
-        async with self.services.db.session() as session:
-            job = await session.get(Job, job_id)
-            return job is not None and job.status == JobStatus.cancelled
+    async def _still_owned(self, lease: state.Lease) -> bool:
+        """Tell whether this worker still holds the job: not cancelled, not reclaimed."""
+        return not self.lost and await state.owns(self.services.db, lease)

@@ -1,25 +1,20 @@
-"""The arq worker: reconcile jobs, single-flight per identity, and the relay cron."""
+"""The arq worker: reconcile jobs in its slots, and the relay on its own timer beside them."""
 
 import asyncio
 import contextlib
 import logging
 from typing import Any
 
-from arq import Retry, cron
-from arq.worker import Worker
-from redis.exceptions import LockError
+from arq.worker import Worker, func
 
 from engine.automation.browser import BrowserPool
 from engine.automation.totp import RedisTotpLedger
 from engine.constants import (
     ARQ_MAX_TRIES,
-    BUSY_DEFER_S,
-    IDENTITY_LOCK_PREFIX,
     JOB_TIMEOUT_S,
     KEEP_RESULT_S,
     QUEUE_NAME,
     RECONCILE_FUNCTION,
-    RELAY_EVERY_S,
 )
 from engine.jobs.queue import JobQueue, redis_settings
 from engine.jobs.relay import relay
@@ -27,44 +22,43 @@ from engine.jobs.runner import JobRunner, JobServices
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.evidence import DirectoryEvidenceStore
-from engine.storage.models import Job
 from engine.storage.vault import Vault
 
 log = logging.getLogger(__name__)
 
 
 async def reconcile_job(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
-    """Run one job attempt, holding its identity's lock so reconciles never overlap."""
+    """Run one job attempt; the database's claim keeps reconciles of an identity apart."""
     services: JobServices = ctx["services"]
-    async with services.db.session() as session:
-        job = await session.get(Job, job_id)
-    if job is None:
-        return "missing"
-    if job.identity_id is None:
-        return await JobRunner(services).run(job_id, attempt)
-    lock = ctx["redis"].lock(
-        f"{IDENTITY_LOCK_PREFIX}{job.identity_id}", timeout=services.settings.job_lease_s
-    )
-    if not await lock.acquire(blocking=False):
-        raise Retry(defer=BUSY_DEFER_S)
-    try:
-        return await JobRunner(services).run(job_id, attempt, lock=lock)
-    finally:
-        with contextlib.suppress(LockError):
-            await lock.release()
+    return await JobRunner(services).run(job_id, attempt)
 
 
-async def relay_job(ctx: dict[str, Any]) -> str:
-    """Run the relay from cron."""
-    services: JobServices = ctx["services"]
-    delivered, reclaimed = await relay(
-        services.db, services.queue, max_attempts=services.settings.job_max_attempts
-    )
-    return f"delivered {delivered}, reclaimed {reclaimed}"
+async def relay_once(services: JobServices) -> tuple[int, int]:
+    """Run one relay pass with the worker's services."""
+    return await relay(services.db, services.queue, max_attempts=services.settings.job_max_attempts)
+
+
+async def maintain(services: JobServices) -> None:
+    """Run the relay every `relay_every_s`, outside the job slots, until cancelled.
+
+    A job slot may be busy for minutes; the relay must not wait behind it, or a dead
+    worker's jobs come back late. A failed pass (Redis or the database away) is logged
+    and the next one runs on time.
+    """
+    while True:
+        try:
+            delivered, reclaimed = await relay_once(services)
+            if reclaimed:
+                log.info("relay delivered %d, reclaimed %d", delivered, reclaimed)
+        except Exception:
+            log.exception(
+                "relay pass failed; the next one runs in %ss", services.settings.relay_every_s
+            )
+        await asyncio.sleep(services.settings.relay_every_s)
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
-    """Open the database, vault, browser and queue once per worker, then relay."""
+    """Open the database, vault, browser and queue once per worker, then start the relay."""
     settings: Settings = ctx["settings"]
     db = Database.from_settings(settings)
     await db.migrate()
@@ -81,11 +75,16 @@ async def _startup(ctx: dict[str, Any]) -> None:
         redis=ctx["redis"],
     )
     ctx["services"] = services
-    await relay_job(ctx)
+    ctx["maintenance"] = asyncio.create_task(maintain(services))
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
-    """Close the browser and the database."""
+    """Stop the relay, then close the browser and the database."""
+    maintenance: asyncio.Task[None] | None = ctx.get("maintenance")
+    if maintenance is not None:
+        maintenance.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await maintenance
     services: JobServices | None = ctx.get("services")
     if services is not None:
         await services.browsers.stop()
@@ -94,10 +93,8 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
 
 def build_worker(settings: Settings, redis_url: str, *, handle_signals: bool = True) -> Worker:
     """Return an arq worker for Usher's jobs on the Redis at redis_url."""
-    every = set(range(0, 60, RELAY_EVERY_S))
     return Worker(
-        functions=[_function()],
-        cron_jobs=[cron(relay_job, second=every, run_at_startup=False, unique=True)],
+        functions=[func(reconcile_job, name=RECONCILE_FUNCTION)],
         queue_name=QUEUE_NAME,
         redis_settings=redis_settings(redis_url),
         on_startup=_startup,
@@ -121,10 +118,3 @@ async def run_worker(settings: Settings, redis_url: str) -> None:
         log.info("worker stopping")
     finally:
         await worker.close()
-
-
-def _function() -> Any:
-    """Return reconcile_job registered under its constant name."""
-    from arq.worker import func
-
-    return func(reconcile_job, name=RECONCILE_FUNCTION)

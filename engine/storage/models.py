@@ -20,13 +20,24 @@ def new_id() -> str:
 
 
 class JobStatus(StrEnum):
-    """Where a reconcile job stands."""
+    """Where a reconcile job stands; `engine.jobs.state` owns every move between these."""
 
     queued = "queued"
     running = "running"
+    retrying = "retrying"
     succeeded = "succeeded"
     failed = "failed"
+    blocked = "blocked"
+    action_required = "action_required"
+    waiting = "waiting"
     cancelled = "cancelled"
+    superseded = "superseded"
+
+
+PENDING_SQL = "status IN ('queued', 'retrying', 'waiting')"
+"""The states of a job that has not started: at most one per identity and per group."""
+RUNNING_SQL = "status = 'running'"
+"""At most one running job per identity and per group: the database guards single flight."""
 
 
 class ActionStatus(StrEnum):
@@ -156,20 +167,35 @@ class Job(SQLModel, table=True):
 
     __table_args__ = (
         Index(
-            "uq_job_queued_identity",
+            "uq_job_pending_identity",
             "identity_id",
             unique=True,
-            sqlite_where=text("status = 'queued'"),
-            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text(PENDING_SQL),
+            postgresql_where=text(PENDING_SQL),
         ),
         Index(
-            "uq_job_queued_group",
+            "uq_job_pending_group",
             "group_id",
             unique=True,
-            sqlite_where=text("status = 'queued'"),
-            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text(PENDING_SQL),
+            postgresql_where=text(PENDING_SQL),
+        ),
+        Index(
+            "uq_job_running_identity",
+            "identity_id",
+            unique=True,
+            sqlite_where=text(RUNNING_SQL),
+            postgresql_where=text(RUNNING_SQL),
+        ),
+        Index(
+            "uq_job_running_group",
+            "group_id",
+            unique=True,
+            sqlite_where=text(RUNNING_SQL),
+            postgresql_where=text(RUNNING_SQL),
         ),
         Index("ix_job_status_lease", "status", "lease_until"),
+        Index("ix_job_status_not_before", "status", "not_before"),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
@@ -194,8 +220,14 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     lease_until: datetime | None = None
+    not_before: datetime | None = Field(
+        default=None, description="A pending job is not delivered before this time (back-off)."
+    )
     worker: str | None = Field(default=None, max_length=200)
     error: str | None = None
+    superseded_by: str | None = Field(
+        default=None, max_length=32, description="The newer job that reconciles this identity."
+    )
 
 
 class Action(SQLModel, table=True):

@@ -29,7 +29,7 @@ async def test_a_500_from_the_app_is_retried(
         if job.attempt == 2:
             break
         await asyncio.sleep(0.1)
-    assert job.attempt == 2 and job.status == JobStatus.queued
+    assert job.attempt == 2 and job.status == JobStatus.retrying
     assert "the app answered 500" in (job.error or "")
     acme.state.error_rate = 0.0
 

@@ -1,0 +1,457 @@
+"""The one state machine of a Job: every transition, for the outbox, workers, relay, operators.
+
+Workers write only by compare-and-set on (job, attempt, worker, running): once the relay has
+reclaimed an attempt, its old worker can neither renew nor finish it. The database guards
+single flight with partial unique indexes: at most one pending job (queued, retrying,
+waiting) and at most one running job per identity and per group.
+"""
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.constants import BUSY_WAIT_MAX_S, DELIVERY_SLACK_S, RETRY_BACKOFF_S, RETRY_JITTER
+from engine.storage.db import Database
+from engine.storage.models import Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+PENDING: frozenset[str] = frozenset({JobStatus.queued, JobStatus.retrying, JobStatus.waiting})
+"""Not started yet; one per identity and group, so ten changes are one job."""
+DELIVERABLE: frozenset[str] = frozenset({JobStatus.queued, JobStatus.retrying})
+"""Pending states a worker may claim once `not_before` has passed."""
+LIVE: frozenset[str] = PENDING | {JobStatus.running}
+FINAL: frozenset[str] = frozenset(
+    {
+        JobStatus.succeeded,
+        JobStatus.failed,
+        JobStatus.blocked,
+        JobStatus.action_required,
+        JobStatus.cancelled,
+        JobStatus.superseded,
+    }
+)
+OUTCOMES: frozenset[str] = frozenset(
+    {JobStatus.succeeded, JobStatus.failed, JobStatus.blocked, JobStatus.action_required}
+)
+"""How a worker may close a running attempt itself."""
+RETRYABLE: frozenset[str] = frozenset(
+    {JobStatus.failed, JobStatus.blocked, JobStatus.action_required, JobStatus.cancelled}
+)
+"""States an operator may retry."""
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    JobStatus.queued: frozenset(
+        {JobStatus.running, JobStatus.waiting, JobStatus.cancelled, JobStatus.superseded}
+    ),
+    JobStatus.retrying: frozenset(
+        {JobStatus.running, JobStatus.waiting, JobStatus.cancelled, JobStatus.superseded}
+    ),
+    JobStatus.waiting: frozenset({JobStatus.queued, JobStatus.cancelled, JobStatus.superseded}),
+    JobStatus.running: OUTCOMES
+    | {JobStatus.retrying, JobStatus.waiting, JobStatus.cancelled, JobStatus.superseded},
+    JobStatus.failed: frozenset({JobStatus.queued, JobStatus.superseded}),
+    JobStatus.blocked: frozenset({JobStatus.queued, JobStatus.superseded}),
+    JobStatus.action_required: frozenset({JobStatus.queued, JobStatus.superseded}),
+    JobStatus.cancelled: frozenset({JobStatus.queued}),
+    JobStatus.succeeded: frozenset(),
+    JobStatus.superseded: frozenset(),
+}
+"""Every move a job may make; `can_move` is the one check, and the tests walk this table."""
+
+
+class JobStateError(Exception):
+    """An operator asked for a move the job's state does not allow."""
+
+
+def can_move(source: str, target: str) -> bool:
+    """Tell whether a job may go from one state to another."""
+    return target in TRANSITIONS.get(source, frozenset())
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One worker's hold on one attempt of a running job: the key of every CAS write."""
+
+    job_id: str
+    attempt: int
+    worker: str
+
+
+def backoff_s(attempt: int) -> float:
+    """Return the jittered delay before a job's next attempt, capped by the last step."""
+    base = RETRY_BACKOFF_S[min(max(attempt - 1, 0), len(RETRY_BACKOFF_S) - 1)]
+    return base * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+
+
+def _owned(lease: Lease) -> list:
+    """Return the conditions under which a worker still owns its attempt."""
+    return [
+        Job.id == lease.job_id,
+        Job.attempt == lease.attempt,
+        Job.worker == lease.worker,
+        Job.status == JobStatus.running,
+    ]
+
+
+def _pending_query(identity_id: str | None, group_id: str | None):  # type: ignore[no-untyped-def]
+    """Return the query for an identity's or a group's pending job."""
+    column = Job.identity_id if identity_id is not None else Job.group_id
+    target = identity_id if identity_id is not None else group_id
+    return select(Job).where(column == target, col(Job.status).in_(PENDING))
+
+
+async def ensure_pending(
+    session: AsyncSession,
+    integration_id: str,
+    *,
+    identity_id: str | None = None,
+    group_id: str | None = None,
+) -> Job:
+    """Return the pending job of an identity or group, creating a queued one if there is none.
+
+    Called in the request's transaction. A new job supersedes the identity's parked jobs
+    (blocked, action required): its SCIM resource changed, so the new job reconciles it.
+    """
+    query = _pending_query(identity_id, group_id)
+    existing = (await session.exec(query)).first()
+    if existing is not None:
+        return existing
+    job = Job(integration_id=integration_id, identity_id=identity_id, group_id=group_id)
+    try:
+        async with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        return (await session.exec(query)).one()
+    if identity_id is not None:
+        await session.exec(
+            update(Job)
+            .where(
+                Job.identity_id == identity_id,
+                col(Job.status).in_((JobStatus.blocked, JobStatus.action_required)),
+            )
+            .values(status=JobStatus.superseded, superseded_by=job.id, finished_at=utcnow())
+        )
+    return job
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker's claim of an attempt found: its lease and job, or why not."""
+
+    job: Job | None
+    lease: Lease | None
+    busy: bool = False
+
+
+async def claim(db: Database, job_id: str, attempt: int, worker: str, *, lease_s: float) -> Claim:
+    """Move a deliverable attempt to running under a lease, once, whoever else tries.
+
+    A stale delivery (another attempt, a job already running or done) claims nothing. When
+    another job of the same identity runs, the unique index refuses the claim: the job stays
+    pending with `not_before` at the other job's lease end (a bounded wait, not a spin), and
+    the other job's worker delivers it as soon as it finishes.
+    """
+    now = utcnow()
+    lease = Lease(job_id, attempt, worker)
+    async with db.session() as session:
+        try:
+            result = await session.exec(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.attempt == attempt,
+                    col(Job.status).in_(DELIVERABLE),
+                    or_(
+                        col(Job.not_before).is_(None),
+                        col(Job.not_before) <= now + timedelta(seconds=DELIVERY_SLACK_S),
+                    ),
+                )
+                .values(
+                    status=JobStatus.running,
+                    worker=worker,
+                    started_at=now,
+                    lease_until=now + timedelta(seconds=lease_s),
+                    not_before=None,
+                )
+            )
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            await _wait_for_runner(session, job_id, now)
+            return Claim(None, None, busy=True)
+        if result.rowcount != 1:
+            return Claim(None, None)
+        job = await session.get(Job, job_id)
+        return Claim(job, lease)
+
+
+async def _wait_for_runner(session: AsyncSession, job_id: str, now: datetime) -> None:
+    """Hold a pending job until its identity's running job's lease ends, at most a bound."""
+    job = await session.get(Job, job_id)
+    if job is None:
+        return
+    column = Job.identity_id if job.identity_id is not None else Job.group_id
+    target = job.identity_id if job.identity_id is not None else job.group_id
+    running = (
+        await session.exec(select(Job).where(column == target, Job.status == JobStatus.running))
+    ).first()
+    until = now + timedelta(seconds=BUSY_WAIT_MAX_S)
+    if running is not None and running.lease_until is not None:
+        until = min(until, running.lease_until)
+    await session.exec(
+        update(Job)
+        .where(Job.id == job_id, col(Job.status).in_(DELIVERABLE))
+        .values(not_before=until)
+    )
+    await session.commit()
+
+
+async def renew(db: Database, lease: Lease, *, lease_s: float) -> bool:
+    """Extend a running attempt's lease; False when the worker no longer owns it."""
+    async with db.session() as session:
+        result = await session.exec(
+            update(Job)
+            .where(*_owned(lease))
+            .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+        )
+        await session.commit()
+        return result.rowcount == 1
+
+
+async def owns(db: Database, lease: Lease) -> bool:
+    """Tell whether a worker still holds its attempt: not cancelled, reclaimed or closed."""
+    async with db.session() as session:
+        found = (await session.exec(select(Job.id).where(*_owned(lease)))).first()
+        return found is not None
+
+
+async def current_status(db: Database, job_id: str) -> str:
+    """Return a job's status as the database holds it now."""
+    async with db.session() as session:
+        return await _status_of(session, job_id)
+
+
+async def finish(db: Database, lease: Lease, status: str, error: str | None) -> str:
+    """Close an owned attempt with an outcome; return the job's status as it now stands.
+
+    When the attempt was reclaimed or cancelled meanwhile, nothing is written and the
+    status the database holds is returned.
+    """
+    if status not in OUTCOMES:
+        raise JobStateError(f"a worker cannot close a job as {status}")
+    async with db.session() as session:
+        result = await session.exec(
+            update(Job)
+            .where(*_owned(lease))
+            .values(status=status, error=error, finished_at=utcnow(), lease_until=None)
+        )
+        await session.commit()
+        if result.rowcount == 1:
+            return status
+        return await _status_of(session, lease.job_id)
+
+
+async def retry_later(
+    db: Database, lease: Lease, error: str, *, max_attempts: int, delay_s: float | None = None
+) -> str:
+    """Give an owned attempt that met a transient fault another attempt after a back-off.
+
+    After the last attempt the job fails. When the identity already has a pending job,
+    that newer job reconciles it and this one is superseded.
+    """
+    if lease.attempt >= max_attempts:
+        return await finish(db, lease, JobStatus.failed, error)
+    delay = backoff_s(lease.attempt) if delay_s is None else delay_s
+    values = {
+        "status": JobStatus.retrying,
+        "attempt": lease.attempt + 1,
+        "error": error,
+        "lease_until": None,
+        "not_before": utcnow() + timedelta(seconds=delay),
+    }
+    async with db.session() as session:
+        try:
+            result = await session.exec(update(Job).where(*_owned(lease)).values(**values))
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            return await _supersede_owned(session, lease, error)
+        if result.rowcount == 1:
+            return JobStatus.retrying
+        return await _status_of(session, lease.job_id)
+
+
+async def _supersede_owned(session: AsyncSession, lease: Lease, error: str) -> str:
+    """Close an owned attempt as superseded by its identity's pending job."""
+    job = await session.get(Job, lease.job_id)
+    if job is None:
+        return JobStatus.superseded
+    newer = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
+    result = await session.exec(
+        update(Job)
+        .where(*_owned(lease))
+        .values(
+            status=JobStatus.superseded,
+            superseded_by=newer.id if newer else None,
+            error=error,
+            finished_at=utcnow(),
+            lease_until=None,
+        )
+    )
+    await session.commit()
+    if result.rowcount == 1:
+        return JobStatus.superseded
+    return await _status_of(session, lease.job_id)
+
+
+async def _status_of(session: AsyncSession, job_id: str) -> str:
+    """Return a job's status as the database holds it now."""
+    session.expire_all()
+    job = await session.get(Job, job_id)
+    return job.status if job is not None else JobStatus.cancelled
+
+
+async def reclaim(db: Database, job_id: str, *, max_attempts: int) -> str | None:
+    """Take a running job whose lease lapsed back from its stopped worker.
+
+    Its next attempt is due at once; after the last attempt it fails; when its identity
+    already has a pending job, it is superseded by that job. Returns the new status, or
+    None when the job was not lapsed any more (renewed, finished, reclaimed by another relay).
+    """
+    now = utcnow()
+    lapsed = [
+        Job.id == job_id,
+        Job.status == JobStatus.running,
+        col(Job.lease_until) < now,
+    ]
+    async with db.session() as session:
+        job = await session.get(Job, job_id)
+        if job is None:
+            return None
+        if job.attempt >= max_attempts:
+            values: dict = {
+                "status": JobStatus.failed,
+                "finished_at": now,
+                "error": "the worker running this job stopped renewing its lease",
+            }
+        else:
+            values = {
+                "status": JobStatus.retrying,
+                "attempt": job.attempt + 1,
+                "not_before": now,
+                "error": "reclaimed from a worker that stopped",
+            }
+        try:
+            result = await session.exec(
+                update(Job).where(*lapsed).values(lease_until=None, **values)
+            )
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            newer = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
+            result = await session.exec(
+                update(Job)
+                .where(*lapsed)
+                .values(
+                    status=JobStatus.superseded,
+                    superseded_by=newer.id if newer else None,
+                    finished_at=now,
+                    lease_until=None,
+                    error="its worker stopped; a newer job reconciles this identity",
+                )
+            )
+            await session.commit()
+            return JobStatus.superseded if result.rowcount == 1 else None
+        return values["status"] if result.rowcount == 1 else None
+
+
+async def lapsed_jobs(db: Database) -> Sequence[str]:
+    """Return the ids of running jobs whose lease has lapsed."""
+    async with db.session() as session:
+        query = select(Job.id).where(
+            Job.status == JobStatus.running, col(Job.lease_until) < utcnow()
+        )
+        return (await session.exec(query)).all()
+
+
+async def due_jobs(db: Database, *, identity_id: str | None = None) -> Sequence[Job]:
+    """Return the deliverable jobs whose back-off has passed, optionally of one identity."""
+    query = select(Job).where(
+        col(Job.status).in_(DELIVERABLE),
+        or_(col(Job.not_before).is_(None), col(Job.not_before) <= utcnow()),
+    )
+    if identity_id is not None:
+        query = query.where(Job.identity_id == identity_id)
+    async with db.session() as session:
+        return (await session.exec(query)).all()
+
+
+async def release_next(db: Database, job: Job) -> Sequence[Job]:
+    """Return the pending job that waited for this finished one, due now."""
+    if job.identity_id is None and job.group_id is None:
+        return []
+    async with db.session() as session:
+        pending = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
+        if pending is None or pending.status not in DELIVERABLE:
+            return []
+        pending.not_before = None
+        session.add(pending)
+        await session.commit()
+        return [pending]
+
+
+async def cancel(db: Database, job_id: str) -> Job:
+    """Cancel a pending or running job for an operator; a running one stops between actions."""
+    async with db.session() as session:
+        job = await session.get(Job, job_id)
+        if job is None:
+            raise JobStateError(f"no job {job_id}")
+        if not can_move(job.status, JobStatus.cancelled):
+            raise JobStateError(f"job {job_id} is {job.status}; only a live job can be cancelled")
+        result = await session.exec(
+            update(Job)
+            .where(Job.id == job_id, Job.status == job.status, Job.attempt == job.attempt)
+            .values(status=JobStatus.cancelled, finished_at=utcnow(), lease_until=None)
+        )
+        await session.commit()
+        if result.rowcount != 1:
+            raise JobStateError(f"job {job_id} changed meanwhile; look again")
+        await session.refresh(job)
+        return job
+
+
+async def retry(db: Database, job_id: str) -> Job:
+    """Queue a closed job's next attempt now for an operator; its pending job if it has one."""
+    async with db.session() as session:
+        job = await session.get(Job, job_id)
+        if job is None:
+            raise JobStateError(f"no job {job_id}")
+        if job.status not in RETRYABLE:
+            raise JobStateError(f"job {job_id} is {job.status}; only a closed job can be retried")
+        pending = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
+        if pending is not None:
+            return pending
+        result = await session.exec(
+            update(Job)
+            .where(Job.id == job_id, Job.status == job.status, Job.attempt == job.attempt)
+            .values(
+                status=JobStatus.queued,
+                attempt=job.attempt + 1,
+                not_before=None,
+                finished_at=None,
+                error=None,
+            )
+        )
+        await session.commit()
+        if result.rowcount != 1:
+            raise JobStateError(f"job {job_id} changed meanwhile; look again")
+        await session.refresh(job)
+        return job

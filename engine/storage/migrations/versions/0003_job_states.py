@@ -1,0 +1,67 @@
+"""job states: pending and running single flight, not_before, superseded_by
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-30 12:50:00.000000
+
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | Sequence[str] | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+QUEUED = "status = 'queued'"
+PENDING = "status IN ('queued', 'retrying', 'waiting')"
+RUNNING = "status = 'running'"
+
+
+def _partial_unique(name: str, column: str, where: str) -> None:
+    """Create a unique index over the rows in some states, on SQLite and PostgreSQL alike."""
+    op.create_index(
+        name,
+        "job",
+        [column],
+        unique=True,
+        sqlite_where=sa.text(where),
+        postgresql_where=sa.text(where),
+    )
+
+
+def upgrade() -> None:
+    """Guard one pending and one running job per identity and group; add back-off columns."""
+    with op.batch_alter_table("job", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("not_before", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
+        )
+        batch_op.add_column(sa.Column("superseded_by", sa.String(length=32), nullable=True))
+    op.drop_index("uq_job_queued_identity", table_name="job")
+    op.drop_index("uq_job_queued_group", table_name="job")
+    _partial_unique("uq_job_pending_identity", "identity_id", PENDING)
+    _partial_unique("uq_job_pending_group", "group_id", PENDING)
+    _partial_unique("uq_job_running_identity", "identity_id", RUNNING)
+    _partial_unique("uq_job_running_group", "group_id", RUNNING)
+    op.create_index("ix_job_status_not_before", "job", ["status", "not_before"])
+
+
+def downgrade() -> None:
+    """Return to one queued job per identity and group."""
+    op.drop_index("ix_job_status_not_before", table_name="job")
+    for name in (
+        "uq_job_running_group",
+        "uq_job_running_identity",
+        "uq_job_pending_group",
+        "uq_job_pending_identity",
+    ):
+        op.drop_index(name, table_name="job")
+    _partial_unique("uq_job_queued_identity", "identity_id", QUEUED)
+    _partial_unique("uq_job_queued_group", "group_id", QUEUED)
+    with op.batch_alter_table("job", schema=None) as batch_op:
+        batch_op.drop_column("superseded_by")
+        batch_op.drop_column("not_before")
