@@ -11,6 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
@@ -101,6 +102,16 @@ def _owned(lease: Lease) -> list:
     ]
 
 
+async def _try_update(session: AsyncSession, statement: Any) -> int | None:
+    """Run an UPDATE in a savepoint; None when a single-flight index refused it."""
+    try:
+        async with session.begin_nested():
+            result = await session.exec(statement)
+    except IntegrityError:
+        return None
+    return result.rowcount
+
+
 def _pending_query(identity_id: str | None, group_id: str | None):  # type: ignore[no-untyped-def]
     """Return the query for an identity's or a group's pending job."""
     column = Job.identity_id if identity_id is not None else Job.group_id
@@ -162,32 +173,31 @@ async def claim(db: Database, job_id: str, attempt: int, worker: str, *, lease_s
     now = utcnow()
     lease = Lease(job_id, attempt, worker)
     async with db.session() as session:
-        try:
-            result = await session.exec(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.attempt == attempt,
-                    col(Job.status).in_(DELIVERABLE),
-                    or_(
-                        col(Job.not_before).is_(None),
-                        col(Job.not_before) <= now + timedelta(seconds=DELIVERY_SLACK_S),
-                    ),
-                )
-                .values(
-                    status=JobStatus.running,
-                    worker=worker,
-                    started_at=now,
-                    lease_until=now + timedelta(seconds=lease_s),
-                    not_before=None,
-                )
+        claimed = await _try_update(
+            session,
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.attempt == attempt,
+                col(Job.status).in_(DELIVERABLE),
+                or_(
+                    col(Job.not_before).is_(None),
+                    col(Job.not_before) <= now + timedelta(seconds=DELIVERY_SLACK_S),
+                ),
             )
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
+            .values(
+                status=JobStatus.running,
+                worker=worker,
+                started_at=now,
+                lease_until=now + timedelta(seconds=lease_s),
+                not_before=None,
+            ),
+        )
+        if claimed is None:
             await _wait_for_runner(session, job_id, now)
             return Claim(None, None, busy=True)
-        if result.rowcount != 1:
+        await session.commit()
+        if claimed != 1:
             return Claim(None, None)
         job = await session.get(Job, job_id)
         return Claim(job, lease)
@@ -278,13 +288,11 @@ async def retry_later(
         "not_before": utcnow() + timedelta(seconds=delay),
     }
     async with db.session() as session:
-        try:
-            result = await session.exec(update(Job).where(*_owned(lease)).values(**values))
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
+        moved = await _try_update(session, update(Job).where(*_owned(lease)).values(**values))
+        if moved is None:
             return await _supersede_owned(session, lease, error)
-        if result.rowcount == 1:
+        await session.commit()
+        if moved == 1:
             return JobStatus.retrying
         return await _status_of(session, lease.job_id)
 
@@ -349,13 +357,10 @@ async def reclaim(db: Database, job_id: str, *, max_attempts: int) -> str | None
                 "not_before": now,
                 "error": "reclaimed from a worker that stopped",
             }
-        try:
-            result = await session.exec(
-                update(Job).where(*lapsed).values(lease_until=None, **values)
-            )
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
+        moved = await _try_update(
+            session, update(Job).where(*lapsed).values(lease_until=None, **values)
+        )
+        if moved is None:
             newer = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
             result = await session.exec(
                 update(Job)
@@ -370,7 +375,8 @@ async def reclaim(db: Database, job_id: str, *, max_attempts: int) -> str | None
             )
             await session.commit()
             return JobStatus.superseded if result.rowcount == 1 else None
-        return values["status"] if result.rowcount == 1 else None
+        await session.commit()
+        return values["status"] if moved == 1 else None
 
 
 async def lapsed_jobs(db: Database) -> Sequence[str]:
@@ -439,7 +445,8 @@ async def retry(db: Database, job_id: str) -> Job:
         pending = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
         if pending is not None:
             return pending
-        result = await session.exec(
+        moved = await _try_update(
+            session,
             update(Job)
             .where(Job.id == job_id, Job.status == job.status, Job.attempt == job.attempt)
             .values(
@@ -448,10 +455,12 @@ async def retry(db: Database, job_id: str) -> Job:
                 not_before=None,
                 finished_at=None,
                 error=None,
-            )
+            ),
         )
         await session.commit()
-        if result.rowcount != 1:
+        if moved is None:
+            return (await session.exec(_pending_query(job.identity_id, job.group_id))).one()
+        if moved != 1:
             raise JobStateError(f"job {job_id} changed meanwhile; look again")
         await session.refresh(job)
         return job
