@@ -18,9 +18,10 @@ from api.deps import DbDep, QueueDep, SettingsDep
 from engine.apps.template import load_app
 from engine.constants import SCIM_MAX_BODY_BYTES
 from engine.jobs.outbox import Outbox
+from engine.scim.columns import storable
 from engine.scim.dialect import normalise_body, normalise_query
 from engine.scim.provider import ScimServices
-from engine.scim.storage import SqlScimStorage, storable
+from engine.scim.storage import SqlScimStorage
 from engine.storage.db import Database
 from engine.storage.models import Integration
 from engine.storage.tokens import same_hash

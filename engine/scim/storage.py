@@ -1,91 +1,53 @@
-"""The SCIM directory: one integration's Users and Groups, stored in the request's SQL session.
-
-`SqlScimStorage` is the `AsyncScimStorage` scim2-server calls for a request. It writes through
-the request's `AsyncSession` and never commits, so a resource and the job its change queues
-(through the `ChangeMarker`) commit together, or not at all.
-"""
+"""SCIM Users and Groups in the request's session, so that a change and its job commit as one."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
 from functools import cache, partial
-from typing import Any, NamedTuple, Union, cast
-from unicodedata import normalize
+from typing import Any, cast
 
 from scim2_models import (
-    Group,
     InvalidValueException,
-    Meta,
     NotFoundException,
-    NotImplementedException,
-    PreconditionFailedException,
     Resource,
     ResourceType,
     ResponseParameters,
-    Returned,
-    ScimFilter,
     ScimProvider,
     SearchRequest,
     UniquenessException,
-    User,
-)
-from scim2_models.path import (
-    CompareOperator,
-    Comparison,
-    FilterNode,
-    LogicalExpr,
-    LogicalOperator,
-    Not,
-    Path,
 )
 from scim2_server.errors import MethodNotAllowedException
 from scim2_server.storage import AsyncScimStorage, SearchPage
-from scim2_server.utils import load_default_provider, parametrize
-from sqlalchemy import ColumnElement, delete, false, func, insert, update
+from scim2_server.utils import load_default_provider
+from sqlalchemy import delete, func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.apps.template import Entitlement
 from engine.jobs.outbox import ChangeMarker
-from engine.scim.provider import (
-    OKTA_ENTITLEMENT_SCHEMA,
-    OKTA_ROLE_SCHEMA,
-    catalogue_schema_of,
+from engine.scim.catalogue import Catalogue
+from engine.scim.columns import (
+    CATALOGUE,
+    GROUP,
+    USER,
+    Member,
+    check_version,
+    group_columns,
+    kind_of,
+    member_json,
+    meta_of,
+    model_of,
+    requested_members,
+    storable,
+    stored_json,
+    tombstone,
+    user_columns,
 )
+from engine.scim.search import SqlConditions, search_page, wants_members
 from engine.storage.models import Identity, Membership, ScimGroup, utcnow
-
-USER = "User"
-GROUP = "Group"
-CATALOGUE = "Catalogue"
-ENDPOINTS = {USER: "Users", GROUP: "Groups"}
-"""The endpoint of each kind of member, for the relative `$ref` scim2-server turns into a URL."""
-
-SCHEMA_KINDS = {
-    str(User.__schema__).casefold(): USER,
-    str(Group.__schema__).casefold(): GROUP,
-    OKTA_ENTITLEMENT_SCHEMA.casefold(): CATALOGUE,
-    OKTA_ROLE_SCHEMA.casefold(): CATALOGUE,
-}
-TOMBSTONE_PREFIX = "Deleted:"
-"""No character case-folds to an ASCII capital, so a tombstone never equals a live key."""
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-"""When the catalogue entries, which have no row, count as created: before any resource."""
-
-MAX_TEXT = 500
-"""The length of the indexed text columns."""
 
 CHUNK = 500
 """How many ids one `IN (...)` carries: far below SQLite's and PostgreSQL's parameter limits."""
-
-
-class Member(NamedTuple):
-    """One member of a group, as a Membership row holds it."""
-
-    member_id: str
-    member_type: str
-    display: str | None
 
 
 @cache
@@ -94,214 +56,21 @@ def default_provider() -> ScimProvider:
     return load_default_provider()
 
 
-def fold(value: str) -> str:
-    """Return the key a case-insensitive value is stored and looked up under."""
-    return normalize("NFC", value).casefold()
-
-
-def tombstone(row_id: str) -> str:
-    """Return the name key of a deleted user or group, so that its name can be reused."""
-    return f"{TOMBSTONE_PREFIX}{row_id}"
-
-
-def version_tag(version: int) -> str:
-    """Return the weak ETag of a row version, as `meta.version` carries it."""
-    return f'W/"{version}"'
-
-
-def check_version(version: int, expected_version: str | None) -> None:
-    """Refuse a write whose If-Match names a version the row no longer has."""
-    if expected_version is not None and version_tag(version) != expected_version:
-        raise PreconditionFailedException(detail=f"The resource is at {version_tag(version)}")
-
-
-def storable(value: str) -> bool:
-    """Tell whether a text fits a SQL text column: PostgreSQL refuses NUL, UTF-8 surrogates."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in value
-
-
-def bounded(value: str | None, attribute: str) -> str | None:
-    """Refuse a value its column cannot hold, for a 400 rather than a database error."""
-    if value is not None and len(value) > MAX_TEXT:
-        raise InvalidValueException(detail=f"{attribute} is longer than {MAX_TEXT} characters")
-    if value is not None and not storable(value):
-        raise InvalidValueException(detail=f"{attribute} holds a NUL or an unpaired surrogate")
-    return value
-
-
 def chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
     """Split ids into slices small enough for one `IN (...)`."""
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
 
 
-@cache
-def hidden_fields(model: type[Resource[Any]]) -> set[str]:
-    """Return the attributes never returned (password): Usher has no use for them, so no store."""
-    return {
-        name
-        for name in model.model_fields
-        if model.get_field_annotation(name, Returned) == Returned.never
-    }
-
-
-def without_empty_extensions(data: dict[str, Any]) -> dict[str, Any]:
-    """Drop the `schemas` an extension object repeats, and the extensions left empty."""
-    tidy: dict[str, Any] = {}
-    for key, value in data.items():
-        if key.startswith("urn:") and isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k != "schemas"}
-            if not value:
-                continue
-        tidy[key] = value
-    dropped = {k.casefold() for k in data} - {k.casefold() for k in tidy}
-    if dropped and isinstance(tidy.get("schemas"), list):
-        tidy["schemas"] = [s for s in tidy["schemas"] if str(s).casefold() not in dropped]
-    return tidy
-
-
-def stored_json(resource: Resource[Any], *excluded: str) -> dict[str, Any]:
-    """Return the JSON kept in a row: camelCase as on the wire, without id, meta or secrets."""
-    exclude = {"id", "meta", *hidden_fields(type(resource)), *excluded}
-    data = resource.model_dump(
-        mode="json", by_alias=True, exclude_none=True, scim_ctx=None, exclude=exclude
-    )
-    return without_empty_extensions(data)
-
-
-def meta_of(resource_type: ResourceType, row: Identity | ScimGroup) -> Meta:
-    """Return the meta of a row: its dates and its version, never its location."""
-    return Meta(
-        resource_type=resource_type.name,
-        created=row.created_at,
-        last_modified=row.updated_at,
-        version=version_tag(row.version),
-    )
-
-
-def member_json(member: Member) -> dict[str, Any]:
-    """Return a member as a Group lists it, with a `$ref` relative to the SCIM root."""
-    data: dict[str, Any] = {"value": member.member_id, "type": member.member_type}
-    endpoint = ENDPOINTS.get(member.member_type)
-    if endpoint is not None:
-        data["$ref"] = f"{endpoint}/{member.member_id}"
-    if member.display is not None:
-        data["display"] = member.display
-    return data
-
-
-def user_columns(resource: Resource[Any]) -> dict[str, Any]:
-    """Return the indexed Identity columns of a User, refusing values they cannot hold."""
-    user_name = getattr(resource, "user_name", None)
-    if not isinstance(user_name, str) or not user_name:
-        raise InvalidValueException(detail="userName is required")
-    return {
-        "user_name": bounded(user_name, "userName"),
-        "user_name_key": bounded(fold(user_name), "userName"),
-        "external_id": bounded(resource.external_id, "externalId"),
-        "display_name": bounded(getattr(resource, "display_name", None), "displayName"),
-        "active": getattr(resource, "active", None) is not False,
-    }
-
-
-def group_columns(resource: Resource[Any]) -> dict[str, Any]:
-    """Return the indexed ScimGroup columns of a Group, refusing values they cannot hold."""
-    display_name = getattr(resource, "display_name", None)
-    if not isinstance(display_name, str) or not display_name:
-        raise InvalidValueException(detail="displayName is required")
-    return {
-        "display_name": bounded(display_name, "displayName"),
-        "display_name_key": bounded(fold(display_name), "displayName"),
-        "external_id": bounded(resource.external_id, "externalId"),
-    }
-
-
-def requested_members(resource: Resource[Any]) -> dict[str, str | None]:
-    """Return the display of each member a Group names, by member id."""
-    members: dict[str, str | None] = {}
-    for member in getattr(resource, "members", None) or ():
-        if not member.value:
-            raise InvalidValueException(detail="A member needs a value")
-        members[bounded(member.value, "members.value")] = bounded(member.display, "members.display")
-    return members
-
-
-def conjuncts(node: FilterNode) -> tuple[FilterNode, ...]:
-    """Return the terms a filter requires all of: itself, unless it is an `and`."""
-    if isinstance(node, LogicalExpr) and node.op == LogicalOperator.and_:
-        return tuple(term for each in node.terms for term in conjuncts(each))
-    return (node,)
-
-
-def mentions_members(node: FilterNode | None) -> bool:
-    """Tell whether a filter reads `members`, so that the groups it tests need theirs."""
-    if node is None:
-        return False
-    if isinstance(node, LogicalExpr):
-        return any(mentions_members(term) for term in node.terms)
-    if isinstance(node, Not):
-        return mentions_members(node.expr)
-    attr_path = getattr(node, "attr_path", None)
-    return attr_path is not None and attr_path.attr.casefold() == "members"
-
-
-def names_members(path: Path[Any]) -> bool:
-    """Tell whether an attribute path designates a Group's `members` or one of its parts."""
-    schema = path.schema
-    in_group = schema is None or SCHEMA_KINDS.get(schema.casefold()) == GROUP
-    return in_group and bool(path.parts) and path.parts[0].casefold() == "members"
-
-
-def may_name_members(path: Path[Any]) -> bool:
-    """Tell whether a path may keep `members`: one under another schema URN is not ruled out."""
-    schema = path.schema
-    foreign = schema is not None and SCHEMA_KINDS.get(schema.casefold()) != GROUP
-    return foreign or names_members(path)
-
-
-def wants_members(parameters: ResponseParameters[Any] | None) -> bool:
-    """Tell whether a response keeps `members`, so that loading thousands can be skipped."""
-    if parameters is None:
-        return True
-    if parameters.attributes:
-        return any(may_name_members(path) for path in parameters.attributes)
-    excluded = parameters.excluded_attributes or ()
-    return not any(names_members(path) and len(path.parts) == 1 for path in excluded)
-
-
-def created_then_id(resource: Resource[Any]) -> tuple[Any, str]:
-    """Return the default order of search results: oldest first, ties by id."""
-    assert resource.meta is not None
-    return resource.meta.created or EPOCH, cast(str, resource.id)
-
-
-def catalogue_json(entitlement: Entitlement) -> dict[str, Any]:
-    """Return an app entitlement as the Okta Entitlement or Role resource it is published as."""
-    data: dict[str, Any] = {"displayName": entitlement.label}
-    if entitlement.kind == "multi":
-        data["type"] = "Entitlement"
-    if entitlement.description:
-        data["description"] = entitlement.description
-    return data
-
-
-def page_of(found: list[Resource[Any]], search_request: SearchRequest[Any]) -> SearchPage:
-    """Return the startIndex/count slice of every match, with their number."""
-    start = search_request.start_index_0 or 0
-    return SearchPage(total=len(found), resources=found[start : search_request.stop_index_0])
-
-
 class SqlScimStorage(AsyncScimStorage):
     """Users and Groups of one integration, read and written in one request's session.
 
     Users are Identity rows and Groups ScimGroup rows whose members are Membership rows,
-    diffed on update; both are soft-deleted. The app's entitlement catalogue is served
-    read-only from its template. Nothing is committed here: the caller commits the request,
-    and `operation()` opens a savepoint so a failed operation leaves the session usable.
+    diffed on update; both are soft-deleted. Each change is told to the `ChangeMarker` in the
+    same session. The app's entitlement catalogue is served read-only by a `Catalogue`;
+    searches are planned by `engine.scim.search`, which reads through `count` and `load`.
+    Nothing is committed here: the caller commits the request, and `operation()` opens a
+    savepoint so a failed operation leaves the session usable.
 
     :param provider: The provider whose models the resources are built with. Pass the
         `ScimService`'s own, so that PATCH and filters see the models the service validated.
@@ -323,7 +92,7 @@ class SqlScimStorage(AsyncScimStorage):
         self.integration_id = integration_id
         self.marker = marker
         self.provider = provider if provider is not None else default_provider()
-        self.catalogue = tuple(catalogue)
+        self.catalogue = Catalogue(self.provider, catalogue)
 
     def operation(self) -> AbstractAsyncContextManager[None]:
         """Enclose one SCIM operation in a savepoint, so that its failure undoes only itself."""
@@ -337,9 +106,9 @@ class SqlScimStorage(AsyncScimStorage):
         response_parameters: ResponseParameters[Any] | None = None,
     ) -> Resource[Any]:
         """Return a live resource of this integration; members only when the response keeps them."""
-        kind = self._kind(resource_type)
+        kind = kind_of(resource_type)
         if kind == CATALOGUE:
-            return self._catalogue_entry(resource_type, resource_id)
+            return self.catalogue.entry(resource_type, resource_id)
         if kind == USER:
             return self._user_resource(resource_type, await self._identity(resource_id))
         group = await self._group(resource_id)
@@ -354,15 +123,7 @@ class SqlScimStorage(AsyncScimStorage):
         position: Any = None,
     ) -> SearchPage:
         """Return a page of matches: in SQL for IdP look-ups, by the filter evaluator otherwise."""
-        resource_types = list({rt.name: rt for rt in resource_types}.values())
-        scim_filter = self._bound_filter(search_request.filter, resource_types)
-        if len(resource_types) != 1 or self._kind(resource_types[0]) == CATALOGUE:
-            return await self._scanned_page(resource_types, [], scim_filter, search_request)
-        kind = self._kind(resource_types[0])
-        conditions, complete = self._indexed_conditions(kind, scim_filter)
-        if complete and search_request.sort_by is None:
-            return await self._indexed_page(resource_types[0], conditions, search_request)
-        return await self._scanned_page(resource_types, conditions, scim_filter, search_request)
+        return await search_page(self, resource_types, search_request)
 
     async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
         """Store a new User or Group, and tell the marker."""
@@ -395,6 +156,28 @@ class SqlScimStorage(AsyncScimStorage):
         else:
             await self._delete_group(resource_id, expected_version)
 
+    async def count(self, kind: str, conditions: SqlConditions) -> int:
+        """Return how many live rows of a kind meet SQL conditions, for an indexed search."""
+        table = Identity if kind == USER else ScimGroup
+        query = select(func.count()).select_from(table).where(*self._live(kind), *conditions)
+        return (await self.session.exec(query)).one()
+
+    async def load(
+        self,
+        resource_type: ResourceType,
+        conditions: SqlConditions,
+        *,
+        with_members: bool,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[Resource[Any]]:
+        """Return the live resources of a type meeting SQL conditions, oldest first."""
+        kind = kind_of(resource_type)
+        if kind == CATALOGUE:
+            return self.catalogue.entries(resource_type)
+        rows = await self._rows(kind, [*self._live(kind), *conditions], offset=offset, limit=limit)
+        return await self._resources(resource_type, rows, with_members=with_members)
+
     @asynccontextmanager
     async def _savepoint(self) -> AsyncIterator[None]:
         """Run a block in a savepoint that an exception rolls back."""
@@ -415,53 +198,18 @@ class SqlScimStorage(AsyncScimStorage):
                 raise UniquenessException(detail=detail) from None
             raise
 
-    def _kind(self, resource_type: ResourceType) -> str:
-        """Return whether a resource type is stored as Users or Groups."""
-        kind = SCHEMA_KINDS.get(str(resource_type.schema_).casefold())
-        if kind is None:
-            raise NotImplementedException(detail=f"{resource_type.name} is not stored")
-        return kind
-
     def _writable(self, resource_type: ResourceType) -> str:
         """Return the kind of a resource type SCIM may write; the catalogue is read-only."""
-        kind = self._kind(resource_type)
+        kind = kind_of(resource_type)
         if kind == CATALOGUE:
             raise MethodNotAllowedException(
                 allowed=["GET"], detail=f"{resource_type.name} is read-only"
             )
         return kind
 
-    def _catalogue(self, resource_type: ResourceType) -> list[Resource[Any]]:
-        """Return the app's entitlements a catalogue resource type lists, in template order."""
-        schema = str(resource_type.schema_).casefold()
-        model = self._model(resource_type)
-        entries = []
-        for entitlement in self.catalogue:
-            if catalogue_schema_of(entitlement.kind).casefold() != schema:
-                continue
-            entry = model.model_validate(catalogue_json(entitlement))
-            entry.id = entitlement.value
-            entry.meta = Meta(resource_type=resource_type.name)
-            entries.append(entry)
-        return entries
-
-    def _catalogue_entry(self, resource_type: ResourceType, value: str) -> Resource[Any]:
-        """Return one catalogue entry by its string value."""
-        entry = next((e for e in self._catalogue(resource_type) if e.id == value), None)
-        if entry is None:
-            raise NotFoundException(detail=f"{resource_type.name} {value!r} not found")
-        return entry
-
-    def _model(self, resource_type: ResourceType) -> type[Resource[Any]]:
-        """Return the model, extensions included, the provider composes for a resource type."""
-        model = self.provider.model_for(resource_type)
-        if model is None:
-            raise NotImplementedException(detail=f"{resource_type.name} has no model")
-        return cast(type[Resource[Any]], model)
-
     def _user_resource(self, resource_type: ResourceType, identity: Identity) -> Resource[Any]:
         """Build the User resource of an Identity row."""
-        resource = self._model(resource_type).model_validate(identity.resource)
+        resource = model_of(self.provider, resource_type).model_validate(identity.resource)
         resource.id = identity.id
         resource.meta = meta_of(resource_type, identity)
         return resource
@@ -474,7 +222,7 @@ class SqlScimStorage(AsyncScimStorage):
         listed = [member_json(member) for member in members]
         if listed:
             data["members"] = listed
-        resource = self._model(resource_type).model_validate(data)
+        resource = model_of(self.provider, resource_type).model_validate(data)
         resource.id = group.id
         resource.meta = meta_of(resource_type, group)
         return resource
@@ -503,7 +251,7 @@ class SqlScimStorage(AsyncScimStorage):
             raise NotFoundException(detail=f"Group {group_id!r} not found")
         return group
 
-    def _live(self, kind: str) -> list[ColumnElement[bool]]:
+    def _live(self, kind: str) -> SqlConditions:
         """Return the conditions of the rows SCIM sees: this integration's, not deleted."""
         if kind == USER:
             return [
@@ -758,128 +506,10 @@ class SqlScimStorage(AsyncScimStorage):
                 .values(display=display)
             )
 
-    def _bound_filter(
-        self, scim_filter: ScimFilter[Any] | None, resource_types: list[ResourceType]
-    ) -> ScimFilter[Any] | None:
-        """Return the filter bound to the searched models, as the evaluator needs."""
-        if scim_filter is None or scim_filter.models:
-            return scim_filter
-        models = tuple(self._model(rt) for rt in resource_types)
-        return parametrize(ScimFilter, Union[models])(str(scim_filter))  # noqa: UP007
-
-    def _indexed_conditions(
-        self, kind: str, scim_filter: ScimFilter[Any] | None
-    ) -> tuple[list[ColumnElement[bool]], bool]:
-        """Return the SQL for the indexed `eq` terms of a filter, and whether they are all of it."""
-        if scim_filter is None:
-            return [], True
-        if scim_filter.model is None:
-            return [], False
-        terms = conjuncts(scim_filter.ast)
-        conditions = [self._indexed_condition(kind, scim_filter, term) for term in terms]
-        indexed = [condition for condition in conditions if condition is not None]
-        return indexed, len(indexed) == len(terms)
-
-    def _indexed_condition(
-        self, kind: str, scim_filter: ScimFilter[Any], node: FilterNode
-    ) -> ColumnElement[bool] | None:
-        """Return the SQL of an `eq` on an indexed attribute, or None for the evaluator."""
-        if not isinstance(node, Comparison) or node.op != CompareOperator.eq:
-            return None
-        if not isinstance(node.value, str):
-            return None
-        if not storable(node.value):
-            return false()
-        binding = scim_filter.resolve_comparison(node.attr_path, strict=False)
-        if binding is None or binding.model is not scim_filter.model:
-            return None
-        if kind == GROUP and (binding.field_name, binding.sub_field_name) == ("members", "value"):
-            return self._has_member(node.value)
-        if binding.sub_field_name is not None:
-            return None
-        return self._column_equals(kind, binding.field_name, binding.case_exact, node.value)
-
-    def _column_equals(
-        self, kind: str, field_name: str, case_exact: bool, value: str
-    ) -> ColumnElement[bool] | None:
-        """Compare an indexed column to a value, when the column keeps the attribute's case rule."""
-        exact = {
-            (USER, "id"): col(Identity.id),
-            (USER, "external_id"): col(Identity.external_id),
-            (GROUP, "id"): col(ScimGroup.id),
-            (GROUP, "external_id"): col(ScimGroup.external_id),
-        }
-        folded = {
-            (USER, "user_name"): col(Identity.user_name_key),
-            (GROUP, "display_name"): col(ScimGroup.display_name_key),
-        }
-        column = (exact if case_exact else folded).get((kind, field_name))
-        if column is None:
-            return None
-        return column == (value if case_exact else fold(value))
-
-    def _has_member(self, member_id: str) -> ColumnElement[bool]:
-        """Return the SQL of `members eq "<id>"`: an indexed Membership look-up."""
-        return (
-            select(Membership.member_id)
-            .where(
-                col(Membership.group_id) == col(ScimGroup.id),
-                col(Membership.member_id) == member_id,
-            )
-            .exists()
-        )
-
-    async def _indexed_page(
-        self,
-        resource_type: ResourceType,
-        conditions: list[ColumnElement[bool]],
-        search_request: SearchRequest[Any],
-    ) -> SearchPage:
-        """Count and page the matches in SQL, oldest first."""
-        kind = self._kind(resource_type)
-        where = [*self._live(kind), *conditions]
-        table = Identity if kind == USER else ScimGroup
-        total = (
-            await self.session.exec(select(func.count()).select_from(table).where(*where))
-        ).one()
-        start = search_request.start_index_0 or 0
-        if search_request.count == 0 or start >= total:
-            return SearchPage(total=total, resources=[])
-        rows = await self._rows(kind, where, offset=start, limit=search_request.count)
-        resources = await self._resources(
-            resource_type, rows, with_members=wants_members(search_request)
-        )
-        return SearchPage(total=total, resources=resources)
-
-    async def _scanned_page(
-        self,
-        resource_types: list[ResourceType],
-        conditions: list[ColumnElement[bool]],
-        scim_filter: ScimFilter[Any] | None,
-        search_request: SearchRequest[Any],
-    ) -> SearchPage:
-        """Load the candidates, keep those the filter evaluator matches, then sort and page them."""
-        with_members = (
-            wants_members(search_request)
-            or mentions_members(scim_filter.ast if scim_filter is not None else None)
-            or (search_request.sort_by is not None and names_members(search_request.sort_by))
-        )
-        loaded: list[Resource[Any]] = []
-        for resource_type in resource_types:
-            kind = self._kind(resource_type)
-            if kind == CATALOGUE:
-                loaded += self._catalogue(resource_type)
-                continue
-            rows = await self._rows(kind, [*self._live(kind), *conditions])
-            loaded += await self._resources(resource_type, rows, with_members=with_members)
-        loaded.sort(key=created_then_id)
-        found = [r for r in loaded if scim_filter is None or scim_filter.match(r)]
-        return page_of(search_request.sort(found), search_request)
-
     async def _rows(
         self,
         kind: str,
-        where: list[ColumnElement[bool]],
+        where: SqlConditions,
         *,
         offset: int = 0,
         limit: int | None = None,
@@ -903,7 +533,7 @@ class SqlScimStorage(AsyncScimStorage):
         with_members: bool,
     ) -> list[Resource[Any]]:
         """Build the resources of rows, loading the members of groups in one go when asked."""
-        if self._kind(resource_type) == USER:
+        if kind_of(resource_type) == USER:
             return [self._user_resource(resource_type, cast(Identity, row)) for row in rows]
         members = await self._members_of([row.id for row in rows]) if with_members else {}
         return [

@@ -1,11 +1,17 @@
-"""A SCIM-only Usher for protocol tests: `usher serve` without a worker, on its own data.
+"""The SCIM tests' fixtures: a SCIM-only Usher over HTTP, and the storage's own databases.
 
-The IdP conversations and scim2-tester create hundreds of users; with a worker each would
-drive Chromium through Acme. Without one their jobs stay queued, which is also what the
-dirty-marking tests look at. The server is the real one, over HTTP.
+The protocol tests run `usher serve` without a worker, on its own data. The IdP conversations
+and scim2-tester create hundreds of users; with a worker each would drive Chromium through
+Acme. Without one their jobs stay queued, which is also what the dirty-marking tests look at.
+The server is the real one, over HTTP.
+
+The storage tests run `SqlScimStorage` on a SQLite file and on a PostgreSQL schema of their
+own (`USHER_TEST_POSTGRES_URL`), each test in a session rolled back at its end.
 """
 
 import json
+import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 import redis
-from sqlalchemy import update
+from scim2_models import ScimProvider
+from sqlalchemy import text, update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.apps.integrations import create_api_token, create_integration
+from engine.scim.provider import build_provider
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.models import Identity, Job, Membership, ScimGroup, utcnow
@@ -28,6 +37,16 @@ from tests.harness import (
     stop_process,
     usher_env,
     wait_healthy,
+)
+from tests.scim.directory import (
+    POSTGRES_DEFAULT_URL,
+    POSTGRES_ENV,
+    Backend,
+    Directory,
+    StatementLog,
+    migrate,
+    open_directory,
+    recording,
 )
 
 SCIM_JSON = "application/scim+json"
@@ -190,3 +209,89 @@ async def settle(db: Database, integration_id: str) -> None:
             .values(status="succeeded", finished_at=utcnow())
         )
         await session.commit()
+
+
+# The storage tests: SqlScimStorage on each backend, without a server.
+
+
+@pytest.fixture(scope="session")
+def provider() -> ScimProvider:
+    """Return Usher's provider: User with the enterprise extension, Group, the catalogue."""
+    return build_provider()
+
+
+@pytest.fixture(scope="session")
+async def sqlite_backend(tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    """Return a migrated SQLite file for this run."""
+    backend = Backend(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('directory') / 'usher.db'}")
+    await migrate(backend)
+    return backend
+
+
+@pytest.fixture(scope="session")
+async def postgresql_backend() -> AsyncIterator[Backend]:
+    """Return a fresh migrated PostgreSQL schema; fail, never skip, when the server is down."""
+    url = os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT_URL)
+    if url == "none":
+        pytest.skip(f"{POSTGRES_ENV}=none")
+    backend = Backend(url, schema=f"usher_directory_{uuid.uuid4().hex[:12]}")
+    admin = Database(url)
+    try:
+        async with admin.engine.begin() as connection:
+            await connection.execute(text(f'CREATE SCHEMA "{backend.schema}"'))
+    except Exception as exc:
+        await admin.dispose()
+        pytest.fail(
+            f"PostgreSQL at {url} is unreachable ({exc!r}). Start it, point {POSTGRES_ENV} "
+            f"at another server, or set {POSTGRES_ENV}=none to leave PostgreSQL out.",
+            pytrace=False,
+        )
+    try:
+        await migrate(backend)
+        yield backend
+    finally:
+        async with admin.engine.begin() as connection:
+            await connection.execute(text(f'DROP SCHEMA "{backend.schema}" CASCADE'))
+        await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+async def sqlite_database(sqlite_backend: Backend) -> AsyncIterator[Database]:
+    """Return the SQLite database the async tests share."""
+    database = sqlite_backend.database()
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(scope="session")
+async def postgresql_database(postgresql_backend: Backend) -> AsyncIterator[Database]:
+    """Return the PostgreSQL database the async tests share."""
+    database = postgresql_backend.database()
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest) -> Database:
+    """Run a test on each backend."""
+    return request.getfixturevalue(f"{request.param}_database")
+
+
+@pytest.fixture
+async def session(database: Database) -> AsyncIterator[AsyncSession]:
+    """Yield a session that is rolled back after the test."""
+    async with database.session() as session:
+        yield session
+
+
+@pytest.fixture
+async def directory(session: AsyncSession, provider: ScimProvider) -> Directory:
+    """Return a Directory over a new integration."""
+    return await open_directory(session, provider)
+
+
+@pytest.fixture
+def statements(database: Database) -> Iterator[StatementLog]:
+    """Record the statements the engine runs during a test."""
+    with recording(database) as log:
+        yield log
