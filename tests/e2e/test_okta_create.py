@@ -15,14 +15,13 @@ from sqlmodel import select
 
 from engine.automation.browser import find_chromium
 from engine.constants import MASK_COLOR, QUEUE_NAME
+from engine.jobs import state
 from engine.jobs.queue import redis_settings
 from engine.storage.db import Database
 from engine.storage.models import AppAccount, Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.harness import Connected, Usher
-
-FINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
 
 async def scim_post(connected: Connected, body: dict) -> httpx.Response:
@@ -45,7 +44,7 @@ async def wait_job(db: Database, identity_id: str, timeout_s: float = 90) -> Job
         async with db.session() as session:
             query = select(Job).where(Job.identity_id == identity_id)
             jobs = (await session.exec(query)).all()
-        if jobs and all(j.status in FINAL for j in jobs):
+        if jobs and all(j.status in state.FINAL for j in jobs):
             return max(jobs, key=lambda j: j.created_at)
         await asyncio.sleep(0.2)
     raise AssertionError(f"no final job for identity {identity_id} after {timeout_s}s")
