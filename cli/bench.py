@@ -82,7 +82,7 @@ async def _scim_benchmarks(settings: Settings, users: int, rounds: int) -> list[
     """Time SCIM create and look-ups against a trivial request and a small directory."""
     from api.app import create_app
 
-    embedded = EmbeddedRedis(settings.data_dir)
+    embedded = EmbeddedRedis()
     db = Database.from_settings(settings)
     try:
         app = create_app(settings, redis_url=embedded.url)
@@ -149,7 +149,7 @@ async def _runner_benchmark(settings: Settings, rounds: int) -> list[Result]:
             ],
         }
     )
-    embedded = EmbeddedRedis(settings.data_dir)
+    embedded = EmbeddedRedis()
     pool = BrowserPool(settings)
     await pool.start()
     try:

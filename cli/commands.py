@@ -1,13 +1,15 @@
 """What every `usher` command shares: Settings from options, one-line errors, a session."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from cli.embedded import DataDirServed, borrowed_redis, claim_redis
 from engine.apps.integrations import IntegrationError
 from engine.apps.template import AppError
 from engine.automation.browser import BrowserError
@@ -50,3 +52,35 @@ async def in_session(settings: Settings, work: Callable[[AsyncSession], Awaitabl
             return await work(session)
     finally:
         await db.dispose()
+
+
+@contextlib.contextmanager
+def redis_for_up(settings: Settings) -> Iterator[str]:
+    """Yield the Redis `usher up` runs over: the given one, else the data dir's, owned.
+
+    Exit 2 with one line when another live `usher up` already owns the data dir's Redis.
+    """
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    settings.ensure_data_dir()
+    try:
+        owned = claim_redis(settings.data_dir)
+    except DataDirServed as error:
+        raise fail(str(error)) from None
+    try:
+        yield owned.url
+    finally:
+        owned.release()
+
+
+@contextlib.contextmanager
+def redis_beside_up(settings: Settings) -> Iterator[str]:
+    """Yield the Redis a one-off command uses: the given one, the running `usher up`'s, or
+    a private embedded one that is stopped afterwards. A running `usher up`'s is never stopped.
+    """
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    with borrowed_redis(settings.data_dir) as url:
+        yield url

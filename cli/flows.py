@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.commands import fail, run, settings_for
+from cli.commands import fail, redis_beside_up, run, settings_for
 from engine.apps.template import available_apps
 from engine.automation.check import check_app
 
@@ -59,13 +59,18 @@ def flows_replay(
     headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
-    """Run one action with sample data, printing each step, its locator and screenshot."""
+    """Run one action with sample data, printing each step, its locator and screenshot.
+
+    Beside a running `usher up` on the same data dir it shares that process's Redis (its
+    TOTP ledger and sign-in lock) and leaves it running.
+    """
     from engine.automation.replay import FlowFailed, ReplayRequest, run_replay
 
     settings = settings_for(data_dir)
     request = ReplayRequest(app_name, action, integration, _parse_vars(var or []), headed)
     try:
-        outcome = run(lambda: run_replay(settings, request, typer.echo))
+        with redis_beside_up(settings) as redis_url:
+            outcome = run(lambda: run_replay(settings, redis_url, request, typer.echo))
     except FlowFailed as error:
         typer.echo(f"usher: replay failed: {error}", err=True)
         raise typer.Exit(code=1) from None

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cli.commands import fail, in_session, run, settings_for
+from cli.commands import fail, in_session, redis_for_up, run, settings_for
+from cli.embedded import running_owner, served_by
 from cli.flows import flows
 from cli.logs import configure
 from engine.apps.integrations import (
@@ -64,8 +65,9 @@ def up(data_dir: DataDir = None, port: int | None = None, redis_url: RedisUrl = 
     from cli.server import run_up
 
     settings = settings_for(data_dir, port=port, redis_url=redis_url)
-    configure()
-    run(lambda: run_up(settings))
+    with redis_for_up(settings) as url:
+        configure()
+        run(lambda: run_up(settings, url))
 
 
 @app.command()
@@ -96,6 +98,9 @@ def demo(data_dir: DataDir = None) -> None:
     from cli.demo import run_demo
 
     settings = settings_for(data_dir, isolated_dns=True)
+    owner = running_owner(settings.data_dir)
+    if owner is not None:
+        raise fail(served_by(owner, settings.data_dir))
     configure("WARNING")
     code = run(lambda: run_demo(settings))
     raise typer.Exit(code=code)

@@ -3,11 +3,11 @@
 import asyncio
 import contextlib
 import logging
+import signal
 
 import uvicorn
 
 from api.app import create_app
-from cli.embedded import EmbeddedRedis
 from engine.jobs.worker import build_worker
 from engine.settings import Settings
 
@@ -31,18 +31,21 @@ async def run_serve(settings: Settings, redis_url: str) -> None:
     await _server(settings, redis_url).serve()
 
 
-async def run_up(settings: Settings) -> None:
-    """Serve the API and run a worker until SIGINT or SIGTERM, over an embedded Redis if need be."""
-    embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
-    redis_url = settings.redis_url or (embedded.url if embedded else "")
+async def run_up(settings: Settings, redis_url: str) -> None:
+    """Serve the API and run a worker over one Redis until SIGINT or SIGTERM."""
+    server = _server(settings, redis_url)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+    # handlers that kills the process before the worker closes and the caller stops the
+    # Redis it owns. Route SIGINT and SIGTERM to the server's own handler for the whole run
+    # so a stop is always a clean return.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, server.handle_exit)
     worker = build_worker(settings, redis_url, handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
     try:
-        await _server(settings, redis_url).serve()
+        await server.serve()
     finally:
         worker_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker_task
         await worker.close()
-        if embedded is not None:
-            embedded.close()

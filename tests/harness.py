@@ -68,6 +68,13 @@ def usher_env(data_dir: Path, redis_url: str, port: int) -> dict[str, str]:
     }
 
 
+def up_env(data_dir: Path, port: int) -> dict[str, str]:
+    """Return the environment of an `usher up` over its embedded Redis (no USHER_REDIS_URL)."""
+    env = usher_env(data_dir, "", port)
+    del env["USHER_REDIS_URL"]
+    return env
+
+
 def start_process(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start `usher COMMAND` with its output in a log file."""
     return subprocess.Popen(
@@ -119,7 +126,13 @@ async def connect_acme(
     usher: Usher, db: Database, acme: AcmeServer, *, path: str = ""
 ) -> Connected:
     """Create an Acme integration with the service account's secrets, at a path if given."""
-    settings = usher.settings
+    return await connect_acme_at(usher.api, usher.settings, db, acme, path=path)
+
+
+async def connect_acme_at(
+    api: str, settings: Settings, db: Database, acme: AcmeServer, *, path: str = ""
+) -> Connected:
+    """Create an Acme integration on the Usher serving `api` over `settings`' data dir."""
     async with db.session() as session:
         integration, token = await create_integration(
             session, settings, app="acme", base_url=acme.url + path
@@ -128,7 +141,7 @@ async def connect_acme(
         state = acme.state
         await set_secrets(session, settings, vault, integration.id, state.service_account())
         operator = await create_api_token(session, "tests")
-    scim_url = f"{usher.api}/scim/v2/{integration.id}"
+    scim_url = f"{api}/scim/v2/{integration.id}"
     return Connected(integration.id, token, operator, scim_url)
 
 

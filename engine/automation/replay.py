@@ -7,7 +7,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from cli.embedded import EmbeddedRedis
 from engine.apps.integrations import (
     IntegrationError,
     get_integration,
@@ -92,15 +91,19 @@ def build_variables(template: AppTemplate, action: str, given: dict[str, str]) -
     return {"user": user, "account": account, "entitlement": entitlement}
 
 
-async def run_replay(settings: Settings, request: ReplayRequest, echo: Any) -> FlowOutcome:
-    """Sign in and run one action, printing each step; raise FlowFailed on failure."""
+async def run_replay(
+    settings: Settings, redis_url: str, request: ReplayRequest, echo: Any
+) -> FlowOutcome:
+    """Sign in and run one action, printing each step; raise FlowFailed on failure.
+
+    `redis_url` is the Redis that holds the TOTP ledger and the sign-in lock, shared with
+    the workers of the same integration; the caller owns it.
+    """
     template = load_app(settings.flows_dir, request.app)
     if request.action not in template.actions:
         actions = ", ".join(template.actions)
         raise IntegrationError(f"app {template.name} has no action {request.action!r} ({actions})")
     db = Database.from_settings(settings)
-    embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
-    redis_url = settings.redis_url or (embedded.url if embedded else "")
     browsers = BrowserPool(settings.model_copy(update={"headless": not request.headed}))
     try:
         await db.migrate()
@@ -156,8 +159,6 @@ async def run_replay(settings: Settings, request: ReplayRequest, echo: Any) -> F
     finally:
         await browsers.stop()
         await db.dispose()
-        if embedded is not None:
-            embedded.close()
 
 
 __all__ = ["FlowFailed", "ReplayRequest", "run_replay"]
