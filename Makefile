@@ -17,11 +17,13 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/usher demo
 
-test: setup
+test: lint
 	@bash scripts/ensure-system.sh "$(PY)" test
 	$(VENV)/bin/pytest -q
 
+# The import contract (pyproject.toml, [tool.importlinter]) and the linters.
 lint: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
