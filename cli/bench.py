@@ -16,7 +16,8 @@ from cli.embedded import EmbeddedRedis
 from engine.apps.integrations import create_integration
 from engine.automation.browser import BrowserPool
 from engine.automation.language import Flow
-from engine.automation.runner import Artifact, FlowRunner, RunContext, StepResult
+from engine.automation.run import build_run
+from engine.automation.runner import Artifact, FlowRunner, StepResult
 from engine.automation.totp import RedisTotpLedger
 from engine.settings import Settings
 from engine.storage.db import Database
@@ -162,17 +163,19 @@ async def _runner_benchmark(settings: Settings, rounds: int) -> list[Result]:
                     await page.get_by_label(label).fill("ann@bench.test")
                     await page.screenshot(type="png")
 
-            run = RunContext(
+            run = build_run(
                 base_url="http://127.0.0.1",
+                template=None,
                 secrets={},
                 variables={"user": {"email": "ann@bench.test"}},
                 ledger=RedisTotpLedger(Redis.from_url(embedded.url)),
-                totp_account="bench",
+                account="bench",
+                step_timeout_ms=settings.step_timeout_ms,
             )
 
             async def replayed(_: int) -> None:
                 await page.set_content(FORM)
-                await FlowRunner(page, run, _Discard()).run(flow)
+                await FlowRunner(page, run).run(flow, _Discard())
 
             baseline = await _median_ms(rounds, raw)
             measured = await _median_ms(rounds, replayed)

@@ -15,16 +15,11 @@ from engine.apps.integrations import (
 )
 from engine.apps.template import AppTemplate, load_app
 from engine.automation.browser import BrowserPool
+from engine.automation.errors import FlowFailed
 from engine.automation.language import load_flow
-from engine.automation.runner import (
-    Artifact,
-    FlowFailed,
-    FlowOutcome,
-    FlowRunner,
-    RunContext,
-    StepResult,
-)
-from engine.automation.sessions import LoginOutcome, SignIn, load_session
+from engine.automation.run import build_run, open_runner
+from engine.automation.runner import Artifact, FlowOutcome, StepResult
+from engine.automation.sessions import SignIn, load_session
 from engine.automation.totp import RedisTotpLedger
 from engine.settings import Settings
 from engine.storage.db import Database
@@ -120,35 +115,30 @@ async def run_replay(
         variables = build_variables(template, request.action, request.variables)
         variables["integration"] = {"id": integration.id, "base_url": integration.base_url}
         redis = Redis.from_url(redis_url)
-        run_context = RunContext(
+        run_context = build_run(
             base_url=integration.base_url,
+            template=template,
             secrets=secrets,
             variables=variables,
             ledger=RedisTotpLedger(redis),
-            totp_account=integration.id,
-            allowed_hosts=template.allowed_hosts,
+            account=integration.id,
             step_timeout_ms=settings.step_timeout_ms,
-            files_dir=template.folder,
         )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         store = DirectoryEvidenceStore(settings.evidence_dir)
         await browsers.start()
         started = time.monotonic()
         try:
-            async with browsers.context(kept.state if kept else None) as context:
-                runner = FlowRunner(await context.new_page(), run_context)
-                await runner.guard_navigation()
-                sign_in = SignIn(db, vault, redis, integration.id, context, kept)
-
-                async def login() -> LoginOutcome:
-                    echo("login:")
-                    runner.sink = PrintingSink(store, f"replays/{stamp}/login", echo)
-                    return await runner.run(load_flow(template.flow_path("login"))), None
-
-                await sign_in.ensure(login)
+            async with open_runner(browsers, run_context, kept.state if kept else None) as runner:
+                sign_in = SignIn(db, vault, redis, integration.id, kept)
+                echo("login:")
+                login = load_flow(template.flow_path("login"))
+                await sign_in.ensure(
+                    runner, login, PrintingSink(store, f"replays/{stamp}/login", echo)
+                )
                 echo(f"{request.action}:")
-                runner.sink = PrintingSink(store, f"replays/{stamp}/{request.action}", echo)
-                outcome = await runner.run(load_flow(template.flow_path(request.action)))
+                sink = PrintingSink(store, f"replays/{stamp}/{request.action}", echo)
+                outcome = await runner.run(load_flow(template.flow_path(request.action)), sink)
         finally:
             await redis.aclose()
         echo(

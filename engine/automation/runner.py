@@ -5,12 +5,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator as PwLocator
-from playwright.async_api import Page, Request, Route, expect
+from playwright.async_api import Page, Request, expect
 
+from engine.automation.errors import FlowFailed
+from engine.automation.guard import NavigationGuard
 from engine.automation.language import (
     Condition,
     Expectation,
@@ -36,14 +37,6 @@ STRIPPED_HTML_JS = """() => {
   }
   return '<!doctype html>\\n' + root.outerHTML;
 }"""
-
-
-class FlowFailed(Exception):
-    """A flow could not reach its result; transient failures are worth another attempt."""
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
 
 
 @dataclass
@@ -108,55 +101,37 @@ class _Already(Exception):
 class FlowRunner:
     """Run flows on one page, one step at a time, recording every step."""
 
-    def __init__(self, page: Page, run: RunContext, sink: StepSink | None = None) -> None:
+    def __init__(self, page: Page, run: RunContext) -> None:
         self.page = page
         self.run_context = run
-        self.sink = sink
+        self.sink: StepSink | None = None
         self.position = 0
         self.extracted: dict[str, str] = {}
         self.rows: dict[str, list[dict[str, str]]] = {}
         self.secret_targets: list[PwLocator] = []
         self.console: list[str] = []
-        self.origin = _origin(run.base_url)
-        self.escaped: str | None = None
+        self.guard = NavigationGuard(page, run.base_url, run.allowed_hosts)
         page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
-        page.on("request", self._watch_navigation)
-
-    def _watch_navigation(self, request: Request) -> None:
-        """Note a top-level navigation off the origin, such as a redirect the route cannot stop.
-
-        Playwright does not route redirects, so a redirect's target is reached; the flow
-        then stops at that step and types nothing more.
-        """
-        main = request.frame == self.page.main_frame
-        if main and request.is_navigation_request() and not self._allowed(request.url):
-            self.escaped = self.escaped or request.url
 
     async def guard_navigation(self) -> None:
         """Block top-level navigation to hosts the app's template does not allow."""
-        await self.page.context.route("**/*", self._route)
+        await self.guard.install()
 
-    async def _route(self, route: Route, request: Request) -> None:
-        """Abort a document request to a foreign host; let everything else through."""
-        if request.is_navigation_request() and not self._allowed(request.url):
-            await route.abort("blockedbyclient")
-            return
-        await route.continue_()
+    async def run(self, flow: Flow, sink: StepSink) -> FlowOutcome:
+        """Run every step of a flow into a sink; raise FlowFailed with step, locator and URL.
 
-    def _allowed(self, url: str) -> bool:
-        """Tell whether a URL is on the integration's origin or an allowed host."""
-        parts = urlsplit(url)
-        if parts.scheme in ("about", "data", "blob"):
-            return True
-        return _origin(url) == self.origin or parts.hostname in self.run_context.allowed_hosts
-
-    async def run(self, flow: Flow) -> FlowOutcome:
-        """Run every step of a flow; raise FlowFailed with step, locator and URL on failure."""
+        Each run starts with no extracted values: one flow never reads another's.
+        """
+        self.sink = sink
+        self.extracted.clear()
+        self.rows.clear()
         already = False
         try:
             await self._run_steps(flow.steps)
         except _Already:
             already = True
+        finally:
+            self.sink = None
         return FlowOutcome(already=already, extracted=dict(self.extracted), rows=dict(self.rows))
 
     async def _run_steps(self, steps: list[Step]) -> None:
@@ -184,7 +159,7 @@ class FlowRunner:
         status, branch = "ok", None
         try:
             matched, status, branch = await self._perform(step)
-            self._check_escape()
+            self.guard.check_escape()
         except _Already:
             await self._record(step, position, started, "skipped", matched, None)
             raise
@@ -237,7 +212,7 @@ class FlowRunner:
 
     async def _goto(self, url: str, timeout_ms: int) -> None:
         """Open a URL on the integration's origin; a 5xx page is worth another attempt."""
-        if not self._allowed(url):
+        if not self.guard.allowed(url):
             raise FlowFailed(f"refused to open {url}: not the integration's origin")
         response = await self.page.goto(url, timeout=timeout_ms, wait_until="load")
         if response is not None and response.status >= 500:
@@ -423,24 +398,11 @@ class FlowRunner:
                 raise FlowFailed(f"upload file {path.name!r} is not a file in the app's folder")
         return paths
 
-    def _check_escape(self) -> None:
-        """Fail the step if the page left the integration's origin for a host not allowed."""
-        if self.escaped is not None:
-            raise FlowFailed(f"the app sent the browser to {self.escaped}, off its origin")
-
-    def _check_secret_origin(self) -> None:
-        """Refuse to type a secret anywhere but on the integration's own origin."""
-        if _origin(self.page.url) != self.origin:
-            raise FlowFailed(
-                f"refused to type a secret on {_origin(self.page.url)}:"
-                f" the integration's origin is {self.origin}"
-            )
-
     async def _fill(self, target: PwLocator, template: str, timeout_ms: int) -> None:
         """Fill a field; a secret is typed only on the origin and masked from then on."""
-        self._check_escape()
+        self.guard.check_escape()
         if uses_secret(template):
-            self._check_secret_origin()
+            self.guard.check_secret_origin()
             self.secret_targets.append(target)
         await target.fill(self._render(template), timeout=timeout_ms)
 
@@ -449,7 +411,7 @@ class FlowRunner:
         seed = self.run_context.secrets.get(secret)
         if not seed:
             raise FlowFailed(f"the integration has no secret {secret!r} for the TOTP step")
-        self._check_secret_origin()
+        self.guard.check_secret_origin()
         self.secret_targets.append(target)
         account = f"{self.run_context.totp_account}:{secret}"
         code = await fresh_code(seed, account, self.run_context.ledger)
@@ -518,7 +480,7 @@ class FlowRunner:
             error=error,
         )
         if self.sink is None:
-            raise RuntimeError("FlowRunner.sink must be set before a flow runs")
+            raise RuntimeError("a step ran outside FlowRunner.run")
         await self.sink.record(result, artifacts + (extra or []))
 
     async def _fail(
@@ -574,12 +536,6 @@ class FlowRunner:
             if value and len(value) >= 4:
                 text = text.replace(value, REDACTED)
         return text
-
-
-def _origin(url: str) -> str:
-    """Return scheme://host[:port] of a URL."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _first_line(error: BaseException) -> str:

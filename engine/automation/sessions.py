@@ -1,15 +1,17 @@
 """The app's logged-in browser state per integration: encrypted, versioned, shared."""
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from playwright.async_api import BrowserContext
 from redis.asyncio import Redis
+from redis.exceptions import LockError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.automation.runner import FlowFailed, FlowOutcome
+from engine.automation.errors import FlowFailed
+from engine.automation.language import Flow
+from engine.automation.runner import FlowOutcome, FlowRunner, StepSink
 from engine.constants import LOGIN_LOCK_PREFIX, LOGIN_LOCK_S, LOGIN_WAIT_S
 from engine.storage.db import Database
 from engine.storage.models import IntegrationSession, utcnow
@@ -49,11 +51,8 @@ async def save_session(
     return row.generation
 
 
-LoginOutcome = tuple[FlowOutcome | None, FlowFailed | None]
-
-
 class SignIn:
-    """Sign a job's browser context in, sharing one kept session per integration.
+    """Sign a run's browser context in, sharing one kept session per integration.
 
     The login flow runs under the integration's Redis lock, one worker at a time: a
     worker that waited loads the session another just made, so an expired session is
@@ -66,40 +65,44 @@ class SignIn:
         vault: Vault,
         redis: Redis,
         integration_id: str,
-        context: BrowserContext,
         kept: StoredSession | None,
     ) -> None:
         self.db = db
         self.vault = vault
         self.redis = redis
         self.integration_id = integration_id
-        self.context = context
         self.generation = kept.generation if kept else 0
         self.fresh = False
 
-    async def ensure(self, run_login: Callable[[], Awaitable[LoginOutcome]]) -> FlowFailed | None:
-        """Run the login flow with the newest kept session; keep the session it makes."""
+    async def ensure(self, runner: FlowRunner, login: Flow, sink: StepSink) -> FlowOutcome:
+        """Run the login flow with the newest kept session; keep the session it makes.
+
+        Raises FlowFailed when the flow fails or another worker's sign-in takes too long.
+        """
         lock = self.redis.lock(
             f"{LOGIN_LOCK_PREFIX}{self.integration_id}",
             timeout=LOGIN_LOCK_S,
             blocking_timeout=LOGIN_WAIT_S,
         )
         if not await lock.acquire():
-            return FlowFailed("timed out waiting for another worker to sign in", transient=True)
+            raise FlowFailed("timed out waiting for another worker to sign in", transient=True)
         try:
+            context = runner.page.context
             async with self.db.session() as session:
                 kept = await load_session(session, self.vault, self.integration_id)
             if kept is not None and kept.generation > self.generation:
-                await self.context.add_cookies(kept.state.get("cookies", []))
+                await context.add_cookies(kept.state.get("cookies", []))
                 self.generation = kept.generation
-            outcome, failure = await run_login()
-            self.fresh = outcome is not None and not outcome.already
+            self.fresh = False
+            outcome = await runner.run(login, sink)
+            self.fresh = not outcome.already
             if self.fresh:
-                state = dict(await self.context.storage_state())
+                state = dict(await context.storage_state())
                 async with self.db.session() as session:
                     self.generation = await save_session(
                         session, self.vault, self.integration_id, state
                     )
-            return failure
+            return outcome
         finally:
-            await lock.release()
+            with contextlib.suppress(LockError):
+                await lock.release()

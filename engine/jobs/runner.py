@@ -15,15 +15,10 @@ from engine.apps.integrations import lacking_secrets
 from engine.apps.profile import user_variables
 from engine.apps.template import AppError, AppTemplate, load_app
 from engine.automation.browser import BrowserPool
+from engine.automation.errors import FlowFailed
 from engine.automation.language import FlowError, load_flow
-from engine.automation.runner import (
-    Artifact,
-    FlowFailed,
-    FlowOutcome,
-    FlowRunner,
-    RunContext,
-    StepResult,
-)
+from engine.automation.run import build_run, open_runner
+from engine.automation.runner import Artifact, FlowOutcome, FlowRunner, StepResult
 from engine.automation.sessions import SignIn, load_session
 from engine.automation.totp import TotpLedger
 from engine.constants import LEASE_RENEWALS
@@ -252,29 +247,22 @@ class JobRunner:
             "account": {"key": account.app_key},
             "integration": {"id": integration.id, "base_url": integration.base_url.rstrip("/")},
         }
-        run_context = RunContext(
+        run_context = build_run(
             base_url=integration.base_url,
+            template=template,
             secrets=secrets,
             variables=variables,
             ledger=self.services.ledger,
-            totp_account=integration.id,
-            allowed_hosts=template.allowed_hosts,
+            account=integration.id,
             step_timeout_ms=self.services.settings.step_timeout_ms,
-            files_dir=template.folder,
         )
         async with self.services.db.session() as session:
             kept = await load_session(session, self.services.vault, integration.id)
-        async with self.services.browsers.context(kept.state if kept else None) as context:
-            sign_in = SignIn(
-                self.services.db,
-                self.services.vault,
-                self.services.redis,
-                integration.id,
-                context,
-                kept,
-            )
-            run = _Run(job, template, FlowRunner(await context.new_page(), run_context), sign_in)
-            await run.runner.guard_navigation()
+        services = self.services
+        state_kept = kept.state if kept else None
+        async with open_runner(services.browsers, run_context, state_kept) as runner:
+            sign_in = SignIn(services.db, services.vault, services.redis, integration.id, kept)
+            run = _Run(job, template, runner, sign_in)
             failure = await self._sign_in(run)
             for planned in the_plan.actions:
                 if failure is not None:
@@ -300,7 +288,8 @@ class JobRunner:
 
     async def _sign_in(self, run: "_Run") -> FlowFailed | None:
         """Sign in with the integration's kept session, renewing it if it expired."""
-        return await run.sign_in.ensure(lambda: self._run_action(run, PlannedAction("login")))
+        _, failure = await self._run_action(run, PlannedAction("login"))
+        return failure
 
     async def _signed_in_again(self, run: "_Run") -> bool:
         """After a failed action, sign in again once; True when a new session was made."""
@@ -324,13 +313,15 @@ class JobRunner:
         async with self.services.db.session() as session:
             session.add(action)
             await session.commit()
-        run.runner.sink = DbStepSink(self.services, run.job.id, action)
+        sink = DbStepSink(self.services, run.job.id, action)
         outcome: FlowOutcome | None = None
         failure: FlowFailed | None = None
         try:
             flow = load_flow(run.template.flow_path(planned.name))
-            run.runner.extracted.clear()
-            outcome = await run.runner.run(flow)
+            if planned.name == "login":
+                outcome = await run.sign_in.ensure(run.runner, flow, sink)
+            else:
+                outcome = await run.runner.run(flow, sink)
         except FlowError as error:
             failure = FlowFailed(str(error))
         except FlowFailed as error:

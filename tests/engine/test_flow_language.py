@@ -11,8 +11,9 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from engine.automation.browser import BrowserPool
+from engine.automation.errors import FlowFailed
 from engine.automation.language import Flow
-from engine.automation.runner import FlowFailed, FlowOutcome, FlowRunner, RunContext
+from engine.automation.runner import FlowOutcome, FlowRunner, RunContext
 from engine.automation.totp import RedisTotpLedger
 from fixtures.server import ThreadedServer
 from tests.harness import RecordingSink
@@ -77,9 +78,9 @@ async def run(
     )
     recorded = RecordingSink()
     async with browsers.context() as browser_context:
-        runner = FlowRunner(await browser_context.new_page(), context, recorded)
+        runner = FlowRunner(await browser_context.new_page(), context)
         await runner.guard_navigation()
-        outcome = await runner.run(Flow.model_validate({"action": "t", "steps": steps}))
+        outcome = await runner.run(Flow.model_validate({"action": "t", "steps": steps}), recorded)
         return outcome, recorded, runner
 
 

@@ -11,8 +11,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from engine.automation.browser import BrowserPool
+from engine.automation.errors import FlowFailed
 from engine.automation.language import load_flow
-from engine.automation.runner import FlowFailed, FlowRunner, RunContext
+from engine.automation.runner import FlowRunner, RunContext
 from engine.automation.totp import RedisTotpLedger
 from fixtures.redirector import create_redirector
 from fixtures.server import ThreadedServer
@@ -59,10 +60,10 @@ async def run_login(
     )
     steps = RecordingSink()
     async with browsers.context() as browser_context:
-        runner = FlowRunner(await browser_context.new_page(), context, steps)
+        runner = FlowRunner(await browser_context.new_page(), context)
         await runner.guard_navigation()
         with pytest.raises(FlowFailed) as failure:
-            await runner.run(load_flow(Path(LOGIN_FLOW)))
+            await runner.run(load_flow(Path(LOGIN_FLOW)), steps)
     return steps, failure.value
 
 
