@@ -24,6 +24,8 @@ from tests.harness import (
     wait_healthy,
 )
 
+pytest_plugins = ["tests.databases"]
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:

@@ -22,9 +22,6 @@ class ChangeMarker(Protocol):
         ...
 
 
-ensure_queued_job = ensure_pending
-
-
 class Outbox:
     """Mark identities dirty for one app's template; the caller enqueues `pending` after commit."""
 

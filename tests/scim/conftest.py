@@ -10,8 +10,6 @@ own (`USHER_TEST_POSTGRES_URL`), each test in a session rolled back at its end.
 """
 
 import json
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ import httpx
 import pytest
 import redis
 from scim2_models import ScimProvider
-from sqlalchemy import text, update
+from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,12 +37,8 @@ from tests.harness import (
     wait_healthy,
 )
 from tests.scim.directory import (
-    POSTGRES_DEFAULT_URL,
-    POSTGRES_ENV,
-    Backend,
     Directory,
     StatementLog,
-    migrate,
     open_directory,
     recording,
 )
@@ -218,63 +212,6 @@ async def settle(db: Database, integration_id: str) -> None:
 def provider() -> ScimProvider:
     """Return Usher's provider: User with the enterprise extension, Group, the catalogue."""
     return build_provider()
-
-
-@pytest.fixture(scope="session")
-async def sqlite_backend(tmp_path_factory: pytest.TempPathFactory) -> Backend:
-    """Return a migrated SQLite file for this run."""
-    backend = Backend(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('directory') / 'usher.db'}")
-    await migrate(backend)
-    return backend
-
-
-@pytest.fixture(scope="session")
-async def postgresql_backend() -> AsyncIterator[Backend]:
-    """Return a fresh migrated PostgreSQL schema; fail, never skip, when the server is down."""
-    url = os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT_URL)
-    if url == "none":
-        pytest.skip(f"{POSTGRES_ENV}=none")
-    backend = Backend(url, schema=f"usher_directory_{uuid.uuid4().hex[:12]}")
-    admin = Database(url)
-    try:
-        async with admin.engine.begin() as connection:
-            await connection.execute(text(f'CREATE SCHEMA "{backend.schema}"'))
-    except Exception as exc:
-        await admin.dispose()
-        pytest.fail(
-            f"PostgreSQL at {url} is unreachable ({exc!r}). Start it, point {POSTGRES_ENV} "
-            f"at another server, or set {POSTGRES_ENV}=none to leave PostgreSQL out.",
-            pytrace=False,
-        )
-    try:
-        await migrate(backend)
-        yield backend
-    finally:
-        async with admin.engine.begin() as connection:
-            await connection.execute(text(f'DROP SCHEMA "{backend.schema}" CASCADE'))
-        await admin.dispose()
-
-
-@pytest.fixture(scope="session")
-async def sqlite_database(sqlite_backend: Backend) -> AsyncIterator[Database]:
-    """Return the SQLite database the async tests share."""
-    database = sqlite_backend.database()
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture(scope="session")
-async def postgresql_database(postgresql_backend: Backend) -> AsyncIterator[Database]:
-    """Return the PostgreSQL database the async tests share."""
-    database = postgresql_backend.database()
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest) -> Database:
-    """Run a test on each backend."""
-    return request.getfixturevalue(f"{request.param}_database")
 
 
 @pytest.fixture

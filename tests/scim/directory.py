@@ -3,7 +3,6 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from scim2_models import Resource, ResourceType, ScimProvider, SearchRequest
@@ -16,32 +15,7 @@ from engine.scim.storage import SqlScimStorage
 from engine.storage.db import Database
 from engine.storage.models import Identity, Integration, ScimGroup, new_id, utcnow
 
-POSTGRES_ENV = "USHER_TEST_POSTGRES_URL"
-POSTGRES_DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 BASE_URL = "https://usher.example/scim/v2/acme"
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A migrated database this test run owns: a SQLite file, or its own PostgreSQL schema."""
-
-    url: str
-    schema: str | None = None
-
-    def database(self) -> Database:
-        """Open a Database whose connections see this run's tables."""
-        database = Database(self.url)
-        if self.schema is not None:
-            listener = partial(use_schema, self.schema)
-            event.listen(database.engine.sync_engine, "do_connect", listener)
-        return database
-
-
-def use_schema(
-    schema: str, _dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]
-) -> None:
-    """Open PostgreSQL connections on this run's schema: a startup setting no rollback undoes."""
-    cparams["server_settings"] = {"search_path": schema}
 
 
 @dataclass
@@ -69,15 +43,6 @@ class RecordingMarker:
     async def group_changed(self, group: ScimGroup, changed_member_ids: set[str]) -> None:
         """Record a group change."""
         self.groups.append((group.id, set(changed_member_ids)))
-
-
-async def migrate(backend: Backend) -> None:
-    """Create this run's tables."""
-    database = backend.database()
-    try:
-        await database.migrate()
-    finally:
-        await database.dispose()
 
 
 async def add_integration(session: AsyncSession) -> str:

@@ -17,13 +17,13 @@ from scim2_server.testing import AsyncScimStorageContract, BlockingStorage
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.jobs.outbox import ensure_queued_job
+from engine.jobs.state import ensure_pending
 from engine.scim.columns import tombstone
 from engine.scim.storage import SqlScimStorage, default_provider
 from engine.storage.db import Database
 from engine.storage.models import Identity, Job, JobStatus, Membership, ScimGroup, new_id
+from tests.databases import Backend
 from tests.scim.directory import (
-    Backend,
     Directory,
     RecordingMarker,
     StatementLog,
@@ -269,7 +269,7 @@ async def test_a_deleted_group_is_hidden_and_keeps_its_row_for_its_job(
     """A deleted group: NotFound, unlisted, its name free; row, members and jobs kept."""
     alice = await directory.user("alice")
     group = await directory.group("Staff", alice)
-    queued = await ensure_queued_job(directory.session, directory.integration_id, group_id=group.id)
+    queued = await ensure_pending(directory.session, directory.integration_id, group_id=group.id)
     await directory.session.flush()
 
     await directory.storage.delete(directory.group_type, group.id)

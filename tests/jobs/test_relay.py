@@ -1,0 +1,83 @@
+"""The relay on SQLite and PostgreSQL with a real Redis: reclaim, supersede, deliver."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from engine.constants import QUEUE_NAME
+from engine.jobs import state
+from engine.jobs.queue import JobQueue, arq_job_id
+from engine.jobs.relay import relay
+from engine.storage.db import Database
+from engine.storage.models import JobStatus
+from tests.jobs.support import lapse, new_identity, pending_job, reload, running_job
+
+
+@pytest.fixture
+async def queue(redis_url: str) -> AsyncIterator[JobQueue]:
+    """Return a job queue on the suite's private Redis, emptied before and after."""
+    queue = await JobQueue.connect(redis_url)
+    await queue.redis.delete(QUEUE_NAME)
+    yield queue
+    await queue.redis.delete(QUEUE_NAME)
+    await queue.close()
+
+
+async def queued_ids(queue: JobQueue) -> set[str]:
+    """Return the arq job ids waiting in Usher's queue."""
+    return {member.decode() for member in await queue.redis.zrange(QUEUE_NAME, 0, -1)}
+
+
+async def test_a_lapsed_job_whose_identity_has_a_newer_job_is_superseded(
+    database: Database, queue: JobQueue
+) -> None:
+    """The bug that stalled every relay: now the newer job wins and nothing raises."""
+    identity = await new_identity(database)
+    dead = await running_job(database, identity)
+    newer = await pending_job(database, identity)
+    await lapse(database, dead.job.id)
+
+    delivered, reclaimed = await relay(database, queue, max_attempts=3)
+
+    stale = await reload(database, dead.job.id)
+    assert (stale.status, stale.superseded_by) == (JobStatus.superseded, newer.id)
+    assert reclaimed == 0 and delivered >= 1
+    assert arq_job_id(newer) in await queued_ids(queue)
+    _, again = await relay(database, queue, max_attempts=3)
+    assert again == 0 and (await reload(database, dead.job.id)).status == JobStatus.superseded
+
+
+async def test_one_pass_reclaims_supersedes_and_fails_each_row_on_its_own(
+    database: Database, queue: JobQueue
+) -> None:
+    """Several lapsed jobs: each gets its own outcome in the same pass."""
+    alone = await running_job(database, await new_identity(database))
+    crowded_identity = await new_identity(database)
+    crowded = await running_job(database, crowded_identity)
+    newer = await pending_job(database, crowded_identity)
+    for claimed in (alone, crowded):
+        await lapse(database, claimed.job.id)
+
+    _, reclaimed = await relay(database, queue, max_attempts=3)
+
+    back = await reload(database, alone.job.id)
+    assert (back.status, back.attempt) == (JobStatus.retrying, 2)
+    assert (await reload(database, crowded.job.id)).status == JobStatus.superseded
+    assert reclaimed == 1
+    ids = await queued_ids(queue)
+    assert {arq_job_id(back), arq_job_id(newer)} <= ids
+
+
+async def test_a_job_held_for_a_busy_identity_is_not_delivered_early(
+    database: Database, queue: JobQueue
+) -> None:
+    """The relay respects `not_before`: a held job waits for its turn, it is not spun."""
+    identity = await new_identity(database)
+    first = await running_job(database, identity)
+    newer = await pending_job(database, identity)
+    assert (await state.claim(database, newer.id, 1, "w2", lease_s=30)).busy
+    await relay(database, queue, max_attempts=3)
+    assert arq_job_id(newer) not in await queued_ids(queue)
+    await state.finish(database, first.lease, JobStatus.succeeded, None)
+    await queue.enqueue_all(await state.release_next(database, first.job))
+    assert arq_job_id(newer) in await queued_ids(queue)
