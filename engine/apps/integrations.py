@@ -7,9 +7,8 @@ from pydantic import BaseModel
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.apps.template import AppTemplate, load_app
+from engine.apps.template import AppTemplate, catalogue_endpoint_of, load_app
 from engine.constants import TOKEN_PREFIX_API, TOKEN_PREFIX_SCIM
-from engine.scim.provider import catalogue_endpoint_of
 from engine.settings import Settings
 from engine.storage.models import ApiToken, AuditEvent, Integration, utcnow
 from engine.storage.tokens import hash_token, new_token

@@ -166,3 +166,8 @@ def load_app(flows_dir: Path, name: str) -> AppTemplate:
         known = ", ".join(available_apps(flows_dir)) or "none"
         raise AppError(f"unknown app {name!r} (apps in {flows_dir}: {known})")
     return _load(path, path.stat().st_mtime)
+
+
+def catalogue_endpoint_of(kind: str) -> str:
+    """Return the SCIM endpoint an app entitlement of a kind is listed at."""
+    return "Roles" if kind == "exclusive" else "Entitlements"

@@ -356,8 +356,3 @@ class ScimServices:
 def catalogue_schema_of(kind: str) -> str:
     """Return the Okta schema an app entitlement of a kind is published under."""
     return OKTA_ROLE_SCHEMA if kind == "exclusive" else OKTA_ENTITLEMENT_SCHEMA
-
-
-def catalogue_endpoint_of(kind: str) -> str:
-    """Return the SCIM endpoint an app entitlement of a kind is listed at."""
-    return "Roles" if kind == "exclusive" else "Entitlements"
