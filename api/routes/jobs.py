@@ -1,13 +1,15 @@
-"""Jobs for operators: a job with its actions, steps and evidence links."""
+"""Jobs for operators: a job with its actions, steps and evidence links; retry and cancel."""
 
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
-from sqlmodel import col, select
 
-from api.deps import CurrentOperator, EvidenceDep, SessionDep
-from engine.storage.models import Action, Evidence, Job, Step
+from api.deps import CurrentOperator, DbDep, EvidenceDep, QueueDep, SessionDep
+from engine.jobs.state import JobNotFound, JobStateError
+from engine.jobs.views import JobRecord, cancel_job, job_record, retry_job
+from engine.storage.evidence import EvidenceStore
+from engine.storage.models import Evidence, Job
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -52,8 +54,8 @@ class ActionOut(BaseModel):
     steps: list[StepOut]
 
 
-class JobOut(BaseModel):
-    """A job with everything an operator reviews."""
+class JobStateOut(BaseModel):
+    """Where a job stands, without its actions."""
 
     id: str
     integration_id: str
@@ -64,8 +66,52 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    not_before: datetime | None
+    superseded_by: str | None
     error: str | None
+
+
+class JobOut(JobStateOut):
+    """A job with everything an operator reviews."""
+
     actions: list[ActionOut]
+
+
+def _evidence_out(item: Evidence, request: Request, store: EvidenceStore) -> EvidenceOut:
+    """Return one evidence file with its URL and its path in the store."""
+    return EvidenceOut(
+        **item.model_dump(include={"id", "kind", "content_type", "sha256", "size"}),
+        url=str(request.url_for("read_evidence", evidence_id=item.id)),
+        path=store.locate(item.key),
+    )
+
+
+def _job_out(record: JobRecord, request: Request, store: EvidenceStore) -> JobOut:
+    """Return a job record in its public shape."""
+    return JobOut(
+        **JobStateOut.model_validate(record.job, from_attributes=True).model_dump(),
+        actions=[
+            ActionOut(
+                **action.model_dump(exclude={"job_id", "position"}),
+                steps=[
+                    StepOut(
+                        **step.model_dump(exclude={"id", "action_id", "started_at"}),
+                        evidence=[
+                            _evidence_out(item, request, store)
+                            for item in record.evidence.get(step.id, [])
+                        ],
+                    )
+                    for step in record.steps.get(action.id, [])
+                ],
+            )
+            for action in record.actions
+        ],
+    )
+
+
+def _state_out(job: Job) -> JobStateOut:
+    """Return where a job stands."""
+    return JobStateOut.model_validate(job, from_attributes=True)
 
 
 @router.get("/{job_id}", response_model=JobOut)
@@ -77,51 +123,29 @@ async def read_job(
     _operator: CurrentOperator,
 ) -> JobOut:
     """Return a job with its actions, steps and evidence links."""
-    job = await session.get(Job, job_id)
-    if job is None:
+    record = await job_record(session, job_id)
+    if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
-    actions = (
-        await session.exec(
-            select(Action)
-            .where(Action.job_id == job.id)
-            .order_by(col(Action.attempt), col(Action.position))
-        )
-    ).all()
-    steps = (
-        await session.exec(
-            select(Step)
-            .where(col(Step.action_id).in_([a.id for a in actions]))
-            .order_by(col(Step.position))
-        )
-    ).all()
-    files = (await session.exec(select(Evidence).where(Evidence.job_id == job.id))).all()
-    by_step: dict[str | None, list[EvidenceOut]] = {}
-    for item in files:
-        by_step.setdefault(item.step_id, []).append(
-            EvidenceOut(
-                id=item.id,
-                kind=item.kind,
-                content_type=item.content_type,
-                sha256=item.sha256,
-                size=item.size,
-                url=str(request.url_for("read_evidence", evidence_id=item.id)),
-                path=evidence_store.locate(item.key),
-            )
-        )
-    return JobOut(
-        **job.model_dump(exclude={"lease_until", "worker"}),
-        actions=[
-            ActionOut(
-                **action.model_dump(exclude={"job_id", "position"}),
-                steps=[
-                    StepOut(
-                        **step.model_dump(exclude={"id", "action_id", "started_at"}),
-                        evidence=by_step.get(step.id, []),
-                    )
-                    for step in steps
-                    if step.action_id == action.id
-                ],
-            )
-            for action in actions
-        ],
-    )
+    return _job_out(record, request, evidence_store)
+
+
+@router.post("/{job_id}/retry", response_model=JobStateOut)
+async def retry(job_id: str, db: DbDep, queue: QueueDep, _operator: CurrentOperator) -> JobStateOut:
+    """Queue a closed job's next attempt now."""
+    try:
+        return _state_out(await retry_job(db, queue, job_id))
+    except JobNotFound as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+    except JobStateError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+
+
+@router.post("/{job_id}/cancel", response_model=JobStateOut)
+async def cancel(job_id: str, db: DbDep, _operator: CurrentOperator) -> JobStateOut:
+    """Cancel a live job; a running one stops before its next action."""
+    try:
+        return _state_out(await cancel_job(db, job_id))
+    except JobNotFound as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+    except JobStateError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None

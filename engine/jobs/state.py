@@ -72,6 +72,10 @@ class JobStateError(Exception):
     """An operator asked for a move the job's state does not allow."""
 
 
+class JobNotFound(JobStateError):
+    """An operator named a job that does not exist."""
+
+
 def can_move(source: str, target: str) -> bool:
     """Tell whether a job may go from one state to another."""
     return target in TRANSITIONS.get(source, frozenset())
@@ -419,7 +423,7 @@ async def cancel(db: Database, job_id: str) -> Job:
     async with db.session() as session:
         job = await session.get(Job, job_id)
         if job is None:
-            raise JobStateError(f"no job {job_id}")
+            raise JobNotFound(f"no job {job_id}")
         if not can_move(job.status, JobStatus.cancelled):
             raise JobStateError(f"job {job_id} is {job.status}; only a live job can be cancelled")
         result = await session.exec(
@@ -439,7 +443,7 @@ async def retry(db: Database, job_id: str) -> Job:
     async with db.session() as session:
         job = await session.get(Job, job_id)
         if job is None:
-            raise JobStateError(f"no job {job_id}")
+            raise JobNotFound(f"no job {job_id}")
         if job.status not in RETRYABLE:
             raise JobStateError(f"job {job_id} is {job.status}; only a closed job can be retried")
         pending = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()

@@ -1,0 +1,62 @@
+"""What operators read of a job and may do to it: its record, retry, cancel."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.jobs import state
+from engine.jobs.queue import JobQueue
+from engine.storage.db import Database
+from engine.storage.models import Action, Evidence, Job, Step
+
+
+@dataclass
+class JobRecord:
+    """A job with its actions in order, each action's steps, and each step's evidence."""
+
+    job: Job
+    actions: Sequence[Action]
+    steps: dict[str, list[Step]] = field(default_factory=dict)
+    evidence: dict[str, list[Evidence]] = field(default_factory=dict)
+
+
+async def job_record(session: AsyncSession, job_id: str) -> JobRecord | None:
+    """Return everything an operator reviews of a job, None when there is no such job."""
+    job = await session.get(Job, job_id)
+    if job is None:
+        return None
+    actions = (
+        await session.exec(
+            select(Action)
+            .where(Action.job_id == job.id)
+            .order_by(col(Action.attempt), col(Action.position))
+        )
+    ).all()
+    steps = (
+        await session.exec(
+            select(Step)
+            .where(col(Step.action_id).in_([a.id for a in actions]))
+            .order_by(col(Step.position))
+        )
+    ).all()
+    files = (await session.exec(select(Evidence).where(Evidence.job_id == job.id))).all()
+    record = JobRecord(job, actions)
+    for step in steps:
+        record.steps.setdefault(step.action_id, []).append(step)
+    for item in files:
+        record.evidence.setdefault(item.step_id or "", []).append(item)
+    return record
+
+
+async def retry_job(db: Database, queue: JobQueue, job_id: str) -> Job:
+    """Queue a closed job's next attempt now and deliver it; raise JobStateError if it is live."""
+    job = await state.retry(db, job_id)
+    await queue.enqueue(job)
+    return job
+
+
+async def cancel_job(db: Database, job_id: str) -> Job:
+    """Cancel a live job; a running one stops before its next action."""
+    return await state.cancel(db, job_id)
