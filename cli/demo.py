@@ -14,13 +14,13 @@ import httpx
 from sqlmodel import select
 
 from engine.apps.integrations import create_api_token, create_integration, set_secrets
+from engine.jobs.state import FINAL as FINAL_STATES
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.models import Job, JobStatus
 from engine.storage.vault import Vault
 
 JOB_WAIT_S = 120
-FINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
 
 def free_port() -> int:
@@ -93,7 +93,7 @@ async def wait_job(db: Database, identity_id: str) -> Job | None:
         if job is not None and job.status != last:
             print(f"  job {job.id}: {job.status} (attempt {job.attempt})", flush=True)
             last = job.status
-        if job is not None and job.status in FINAL:
+        if job is not None and job.status in FINAL_STATES:
             return job
         await asyncio.sleep(0.3)
     return await find_job(db, identity_id)
