@@ -2,8 +2,13 @@
 
 
 class FlowFailed(Exception):
-    """A flow could not reach its result; transient failures are worth another attempt."""
+    """A flow could not reach its result.
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    Transient failures are worth another attempt; `needs_human` ones (a CAPTCHA, an email
+    verification, an expired password) wait for a person; the rest are permanent.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False, needs_human: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.needs_human = needs_human

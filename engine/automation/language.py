@@ -32,6 +32,7 @@ STEP_KINDS = (
     "screenshot",
     "already",
     "fail",
+    "needs_human",
 )
 
 
@@ -133,6 +134,10 @@ class Step(BaseModel):
     screenshot: str | None = None
     already: str | None = None
     fail: str | None = None
+    needs_human: str | None = Field(
+        default=None,
+        description="Stop: only a person can go on (CAPTCHA, email check, expired password).",
+    )
 
     value: str | None = Field(default=None, description="For fill, select and expect.")
     key: str | None = Field(default=None, description="For press, e.g. Enter.")
@@ -207,7 +212,15 @@ class Step(BaseModel):
     def templates(self, *, include_value: bool = True) -> list[str]:
         """Return every templated string of the step itself, for checking."""
         value = self.value if include_value else None
-        fields = (self.goto, value, self.text, self.already, self.fail, self.screenshot)
+        fields = (
+            self.goto,
+            value,
+            self.text,
+            self.already,
+            self.fail,
+            self.needs_human,
+            self.screenshot,
+        )
         found: list[str] = [v for v in fields if isinstance(v, str)]
         for spec in self.locators():
             found += [v for v in spec.model_dump().values() if isinstance(v, str)]

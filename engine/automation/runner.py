@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator as PwLocator
-from playwright.async_api import Page, Request, expect
+from playwright.async_api import Page, Request, Response, expect
 
 from engine.automation.errors import FlowFailed
 from engine.automation.guard import NavigationGuard
@@ -28,6 +28,8 @@ from engine.constants import MASK_COLOR
 POLL_S = 0.1
 NAVIGATION_GRACE_S = 0.1
 REDACTED = "•••"
+BENIGN_REQUEST_FAILURES = ("ERR_BLOCKED_BY_CLIENT", "ERR_ABORTED")
+"""Request failures that are Usher's own guard or a navigation cutting a fetch short."""
 
 STRIPPED_HTML_JS = """() => {
   const root = document.documentElement.cloneNode(true);
@@ -111,7 +113,21 @@ class FlowRunner:
         self.secret_targets: list[PwLocator] = []
         self.console: list[str] = []
         self.guard = NavigationGuard(page, run.base_url, run.allowed_hosts)
+        self.faults: list[str] = []
         page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
+        page.on("response", self._watch_response)
+        page.on("requestfailed", self._watch_failed_request)
+
+    def _watch_response(self, response: Response) -> None:
+        """Note a 5xx answer, fetches included: a failure after it is worth another try."""
+        if response.status >= 500:
+            self.faults.append(f"the app answered {response.status} for {response.url}")
+
+    def _watch_failed_request(self, request: Request) -> None:
+        """Note a request the network failed; the guard's own blocks and aborts are not faults."""
+        failure = request.failure or ""
+        if not any(benign in failure for benign in BENIGN_REQUEST_FAILURES):
+            self.faults.append(f"{failure or 'a network error'} for {request.url}")
 
     async def guard_navigation(self) -> None:
         """Block top-level navigation to hosts the app's template does not allow."""
@@ -125,6 +141,7 @@ class FlowRunner:
         self.sink = sink
         self.extracted.clear()
         self.rows.clear()
+        self.faults.clear()
         already = False
         try:
             await self._run_steps(flow.steps)
@@ -166,7 +183,9 @@ class FlowRunner:
         except FlowError as error:
             await self._fail(step, position, started, matched, str(error), transient=False)
         except FlowFailed as error:
-            await self._fail(step, position, started, matched, str(error), error.transient)
+            await self._fail(
+                step, position, started, matched, str(error), error.transient, error.needs_human
+            )
         except (PlaywrightError, TimeoutError) as error:
             await self._fail(step, position, started, matched, _first_line(error), False)
         await self._record(step, position, started, status, matched, None)
@@ -203,6 +222,8 @@ class FlowRunner:
             raise _Already(self._render(step.already or ""))
         if kind == "fail":
             raise FlowFailed(self._render(step.fail or ""))
+        if kind == "needs_human":
+            raise FlowFailed(self._render(step.needs_human or ""), needs_human=True)
         if kind in ("expect", "wait_for") and isinstance(getattr(step, kind), Expectation):
             await self._expect_page(getattr(step, kind), timeout_ms)
             return None, "ok", None
@@ -491,15 +512,34 @@ class FlowRunner:
         matched: str | None,
         reason: str,
         transient: bool,
+        needs_human: bool = False,
     ) -> None:
-        """Record a failed step with the page as it was, then raise FlowFailed."""
+        """Record a failed step with the page as it was, then raise FlowFailed.
+
+        The failure is permanent only when the page had loaded and no 5xx or network error
+        was seen during the action; otherwise another try may well succeed.
+        """
+        cause = None if transient or needs_human else await self._transient_cause()
+        if cause is not None:
+            transient = True
+            reason = f"{reason} (transient: {cause})"
         where = f" ({matched})" if matched else ""
         message = self.redact(
             f"step {position} {self._safe_title(step)!r}{where} failed at {self.page.url}: {reason}"
         )
         extra = await self.failure_artifacts()
         await self._record(step, position, started, "failed", matched, message, extra)
-        raise FlowFailed(message, transient=transient)
+        raise FlowFailed(message, transient=transient, needs_human=needs_human)
+
+    async def _transient_cause(self) -> str | None:
+        """Return why a failure may be transient: a fault seen, or a page that never settled."""
+        if self.faults:
+            return self.faults[0]
+        try:
+            ready = await self.page.evaluate("document.readyState")
+        except PlaywrightError:
+            return "the page could not be read"
+        return None if ready == "complete" else "the page had not finished loading"
 
     async def failure_artifacts(self) -> list[Artifact]:
         """Return the page's HTML with input values stripped, and the console log."""
