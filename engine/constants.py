@@ -26,10 +26,18 @@ ARQ_MAX_TRIES: Final = 3
 """arq re-delivers a job id only after a worker died; the database counts real attempts."""
 RETRY_BACKOFF_S: Final = (5, 30, 120)
 """The delay before attempt 2, 3, 4+ of a job; the last one caps every later delay."""
+ACTION_BACKOFF_S: Final = (1.0, 3.0, 8.0)
+"""The pause before an action's 2nd, 3rd, 4th+ try after a transient fault."""
 RETRY_JITTER: Final = 0.2
 """Each back-off is spread by this fraction either way, so failed jobs do not return together."""
 KEEP_RESULT_S: Final = 0
 """arq keeps no result: a job id can be delivered again as soon as its last run ended."""
+REDIS_RECONNECT_BACKOFF_S: Final = (0.5, 1.0, 2.0, 4.0)
+"""A worker's wait before each try to reach Redis again; the last one caps every later wait."""
+REDIS_RECONNECT_JITTER: Final = 0.2
+"""Each reconnect wait is spread by this fraction either way, so workers do not return together."""
+REDIS_PROBE_TIMEOUT_S: Final = 2.0
+"""How long one try to reach Redis may take, so a hung Redis cannot hang the probe."""
 
 TOTP_MIN_LEFT_S: Final = 10
 """Type a TOTP code only with at least this much of its window left."""
@@ -46,4 +54,6 @@ TOKEN_PREFIX_SCIM: Final = "usc_"
 TOKEN_PREFIX_API: Final = "uop_"
 
 CHROMIUM_SYSTEM_PATH: Final = "/usr/bin/chromium"
+MIB: Final = 1024 * 1024
+"""Bytes in a mebibyte, for memory bounds given in MiB."""
 TEST_HOST_RESOLVER_RULES: Final = "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1, EXCLUDE localhost"

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     worker_max_jobs: int = 2
     worker_poll_delay_s: float = 0.1
     job_max_attempts: int = 3
+    action_tries: int = Field(
+        default=4,
+        ge=1,
+        le=10,
+        description="Tries of one action while its failures are transient, before the job's.",
+    )
     job_lease_s: int = Field(
         default=60,
         ge=2,
@@ -55,6 +61,12 @@ class Settings(BaseSettings):
     )
     step_timeout_ms: int = 10_000
     browser_jobs_before_restart: int = 100
+    browser_max_rss_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="Recycle a worker's Chromium once its browser process's RSS passes this "
+        "(Linux /proc); 0 never does.",
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> "Settings":

@@ -46,6 +46,7 @@ class ActionOut(BaseModel):
     id: str
     name: str
     target: str | None
+    flow_sha256: str | None
     attempt: int
     status: str
     started_at: datetime

@@ -2,13 +2,17 @@
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
+import random
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlmodel import col, select
 
 from engine.apps.integrations import lacking_secrets
@@ -21,7 +25,7 @@ from engine.automation.run import build_run, open_runner
 from engine.automation.runner import Artifact, FlowOutcome, FlowRunner, StepResult
 from engine.automation.sessions import SignIn, load_session
 from engine.automation.totp import TotpLedger
-from engine.constants import LEASE_RENEWALS
+from engine.constants import ACTION_BACKOFF_S, LEASE_RENEWALS, RETRY_JITTER
 from engine.jobs import state
 from engine.jobs.queue import JobQueue
 from engine.planner import Desired, PlannedAction, apply_success, desired_state, plan
@@ -53,6 +57,7 @@ class _Run:
     template: AppTemplate
     runner: FlowRunner
     sign_in: SignIn
+    lease: state.Lease
     positions: int = 0
     relogged: bool = False
 
@@ -60,6 +65,17 @@ class _Run:
         """Return the next action's position in the job."""
         self.positions += 1
         return self.positions - 1
+
+
+def action_backoff_s(retry: int) -> float:
+    """Return the jittered pause before an action's retry: short, growing, capped."""
+    base = ACTION_BACKOFF_S[min(retry - 1, len(ACTION_BACKOFF_S) - 1)]
+    return base * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+
+
+def file_sha256(path: Path) -> str:
+    """Return the SHA-256 of a flow file, recorded on each action as its provenance."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass
@@ -148,6 +164,10 @@ class JobRunner:
                 status = await self._expand_group(job, lease)
             else:
                 status = await self._reconcile(job, lease)
+        except RedisError as error:
+            # Redis only delivers and locks: a job it failed under tries again once it is back.
+            log.warning("job %s: Redis failed under it, trying again later: %s", job.id, error)
+            status = await self._retry_later(lease, f"Redis unavailable: {error}")
         except Exception as error:
             log.exception("job %s crashed", job.id)
             status = await state.finish(
@@ -227,20 +247,21 @@ class JobRunner:
 
     async def _reconcile(self, job: Job, lease: state.Lease) -> str:
         """Plan the job now and run each action's flow, recording the account after each."""
+        db = self.services.db
         try:
             integration, template, identity, account, secrets = await self._load(job)
         except (AppError, VaultError) as error:
-            return await state.finish(self.services.db, lease, JobStatus.failed, str(error))
+            return await state.finish(db, lease, JobStatus.blocked, str(error))
+        generation = identity.generation
         the_plan = plan(identity, account, template)
         if the_plan.unsupported:
             log.warning("job %s: app %s lacks %s", job.id, template.name, the_plan.unsupported)
         if not the_plan.actions:
-            return await state.finish(self.services.db, lease, JobStatus.succeeded, None)
+            return await self._succeed(lease, account, generation)
         missing = [s.name for s in template.secrets if s.name not in secrets]
         if missing:
-            return await state.finish(
-                self.services.db, lease, JobStatus.failed, lacking_secrets(integration.id, missing)
-            )
+            blocked = lacking_secrets(integration.id, missing)
+            return await state.finish(db, lease, JobStatus.blocked, blocked)
         desired = desired_state(identity, template)
         variables: dict[str, Any] = {
             "user": user_variables(identity.resource, template.extension),
@@ -256,47 +277,78 @@ class JobRunner:
             account=integration.id,
             step_timeout_ms=self.services.settings.step_timeout_ms,
         )
-        async with self.services.db.session() as session:
+        async with db.session() as session:
             kept = await load_session(session, self.services.vault, integration.id)
         services = self.services
         state_kept = kept.state if kept else None
         async with open_runner(services.browsers, run_context, state_kept) as runner:
             sign_in = SignIn(services.db, services.vault, services.redis, integration.id, kept)
-            run = _Run(job, template, runner, sign_in)
-            failure = await self._sign_in(run)
+            run = _Run(job, template, runner, sign_in, lease)
+            _, failure = await self._run_with_retries(run, PlannedAction("login"))
             for planned in the_plan.actions:
                 if failure is not None:
                     break
                 if not await self._still_owned(lease):
-                    return await state.current_status(self.services.db, job.id)
+                    return await state.current_status(db, job.id)
                 variables["account"] = {"key": account.app_key}
                 variables["entitlement"] = (
                     planned.entitlement.model_dump() if planned.entitlement else {}
                 )
-                outcome, failure = await self._run_action(run, planned)
+                outcome, failure = await self._run_with_retries(run, planned)
                 if failure is not None and await self._signed_in_again(run):
-                    outcome, failure = await self._run_action(run, planned)
+                    outcome, failure = await self._run_with_retries(run, planned)
                 if outcome is not None:
                     account = await self._record_account(
                         account, planned, desired, template, outcome
                     )
         if failure is None:
-            return await state.finish(self.services.db, lease, JobStatus.succeeded, None)
+            return await self._succeed(lease, account, generation)
+        return await self._fail(lease, failure)
+
+    async def _succeed(self, lease: state.Lease, account: AppAccount, generation: int) -> str:
+        """Close the job as succeeded and note the identity generation the account now matches."""
+        status = await state.finish(self.services.db, lease, JobStatus.succeeded, None)
+        if status == JobStatus.succeeded:
+            async with self.services.db.session() as session:
+                stored = await session.get(AppAccount, account.id)
+                if stored is not None and stored.reconciled_generation < generation:
+                    stored.reconciled_generation = generation
+                    session.add(stored)
+                    await session.commit()
+        return status
+
+    async def _fail(self, lease: state.Lease, failure: FlowFailed) -> str:
+        """Close a job that failed: retry a transient fault, wait for a person, or park it."""
         if failure.transient:
             return await self._retry_later(lease, str(failure))
-        return await state.finish(self.services.db, lease, JobStatus.failed, str(failure))
+        outcome = JobStatus.action_required if failure.needs_human else JobStatus.blocked
+        return await state.finish(self.services.db, lease, outcome, str(failure))
 
-    async def _sign_in(self, run: "_Run") -> FlowFailed | None:
-        """Sign in with the integration's kept session, renewing it if it expired."""
-        _, failure = await self._run_action(run, PlannedAction("login"))
-        return failure
+    async def _run_with_retries(
+        self, run: "_Run", planned: PlannedAction
+    ) -> tuple[FlowOutcome | None, FlowFailed | None]:
+        """Run an action, retrying it from its own check while its failures are transient.
+
+        Actions are idempotent and look before they act, so a retry after a 500 or a dead
+        page resumes where the app is. Job attempts are for crashes; this is for faults.
+        """
+        tries = self.services.settings.action_tries
+        outcome, failure = await self._run_action(run, planned)
+        for retry in range(1, tries):
+            if failure is None or not failure.transient or self.lost:
+                break
+            await asyncio.sleep(action_backoff_s(retry))
+            if not await self._still_owned(run.lease):
+                break
+            outcome, failure = await self._run_action(run, planned)
+        return outcome, failure
 
     async def _signed_in_again(self, run: "_Run") -> bool:
         """After a failed action, sign in again once; True when a new session was made."""
         if run.relogged:
             return False
         run.relogged = True
-        failure = await self._sign_in(run)
+        _, failure = await self._run_with_retries(run, PlannedAction("login"))
         return failure is None and run.sign_in.fresh
 
     async def _run_action(
@@ -310,20 +362,25 @@ class JobRunner:
             name=planned.name,
             target=planned.target,
         )
+        outcome: FlowOutcome | None = None
+        failure: FlowFailed | None = None
+        try:
+            path = run.template.flow_path(planned.name)
+            action.flow_sha256 = file_sha256(path)
+            flow = load_flow(path)
+        except (FlowError, OSError) as error:
+            flow, failure = None, FlowFailed(str(error))
         async with self.services.db.session() as session:
             session.add(action)
             await session.commit()
         sink = DbStepSink(self.services, run.job.id, action)
-        outcome: FlowOutcome | None = None
-        failure: FlowFailed | None = None
         try:
-            flow = load_flow(run.template.flow_path(planned.name))
-            if planned.name == "login":
+            if flow is None:
+                pass
+            elif planned.name == "login":
                 outcome = await run.sign_in.ensure(run.runner, flow, sink)
             else:
                 outcome = await run.runner.run(flow, sink)
-        except FlowError as error:
-            failure = FlowFailed(str(error))
         except FlowFailed as error:
             failure = error
         async with self.services.db.session() as session:

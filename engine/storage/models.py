@@ -159,6 +159,11 @@ class AppAccount(SQLModel, table=True):
     active: bool | None = None
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     entitlements: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reconciled_generation: int = Field(
+        default=0,
+        description="The identity's generation a job last made the account match; the sweep "
+        "brings back every identity whose generation is newer and has no live job.",
+    )
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -239,6 +244,9 @@ class Action(SQLModel, table=True):
     position: int = 0
     name: str = Field(max_length=64)
     target: str | None = Field(default=None, max_length=500, description="Entitlement value.")
+    flow_sha256: str | None = Field(
+        default=None, max_length=64, description="The SHA-256 of the flow file this action ran."
+    )
     status: str = Field(default=ActionStatus.running, max_length=16)
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None

@@ -89,12 +89,12 @@ async def test_malformed_and_invalid_users_are_400_and_store_nothing(
 async def test_page_unlike_the_flow_fails_with_step_locator_url_and_screenshot(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
-    """An app whose sign-in page is elsewhere: the job fails, saying where, with evidence."""
+    """An app whose sign-in page is elsewhere: the job is parked, saying where, with evidence."""
     broken = await connect_acme(usher, usher_db, acme, path="/moved")
     response = await scim_post(broken, okta_user("gus.gone@example.com", "Gus", "Gone"))
     assert response.status_code == 201, response.text
     job = await wait_job(usher_db, response.json()["id"])
-    assert job.status == JobStatus.failed
+    assert job.status == JobStatus.blocked
     assert job.error is not None
     assert "'Type the username'" in job.error
     assert "label='Username'" in job.error
@@ -120,7 +120,7 @@ async def test_a_job_for_an_integration_without_secrets_says_which(
     response = await scim_post(unset, okta_user("ola.open@example.com", "Ola", "Open"))
     assert response.status_code == 201, response.text
     job = await wait_job(usher_db, response.json()["id"])
-    assert job.status == JobStatus.failed
+    assert job.status == JobStatus.blocked
     assert job.error == (
         f"integration {bare.id} lacks secrets admin_username, admin_password, totp_seed:"
         " set them with `usher integrations set-secret`"

@@ -20,10 +20,10 @@ async def operator_post(usher: Usher, connected: Connected, path: str) -> httpx.
         )
 
 
-async def test_a_failed_job_is_retried_after_the_operator_fixes_the_secrets(
+async def test_a_blocked_job_is_retried_after_the_operator_fixes_the_secrets(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
-    """Missing secrets fail the job; once set, an operator's retry provisions the account."""
+    """Missing secrets park the job; once set, an operator's retry provisions the account."""
     async with usher_db.session() as session:
         bare, token = await create_integration(
             session, usher.settings, app="acme", base_url=acme.url
@@ -32,7 +32,7 @@ async def test_a_failed_job_is_retried_after_the_operator_fixes_the_secrets(
     response = await scim_post(unset, okta_user("rita.retry@example.com", "Rita", "Retry"))
     identity = response.json()["id"]
     failed = await wait_job(usher_db, identity)
-    assert failed.status == JobStatus.failed
+    assert failed.status == JobStatus.blocked
 
     refused = await operator_post(usher, unset, f"/api/jobs/{failed.id}/cancel")
     assert refused.status_code == 409

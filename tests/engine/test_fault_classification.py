@@ -114,3 +114,20 @@ async def test_no_match_on_a_settled_page_is_permanent(
         ],
     )
     assert not failure.transient
+
+
+async def test_a_needs_human_step_asks_for_a_person(
+    browsers: BrowserPool, site: ThreadedServer, redis_url: str
+) -> None:
+    """A CAPTCHA or an expired password is neither retried nor a flow error: a person acts."""
+    failure = await failure_of(
+        browsers,
+        site,
+        redis_url,
+        [
+            {"goto": "{{ integration.base_url }}/"},
+            {"needs_human": "Acme asks for a CAPTCHA"},
+        ],
+    )
+    assert failure.needs_human and not failure.transient
+    assert "Acme asks for a CAPTCHA" in str(failure)

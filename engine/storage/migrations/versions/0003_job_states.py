@@ -1,4 +1,4 @@
-"""job states: pending and running single flight, not_before, superseded_by
+"""job states: single flight, not_before, superseded_by; provenance; reconciled generation
 
 Revision ID: 0003
 Revises: 0002
@@ -48,10 +48,20 @@ def upgrade() -> None:
     _partial_unique("uq_job_running_identity", "identity_id", RUNNING)
     _partial_unique("uq_job_running_group", "group_id", RUNNING)
     op.create_index("ix_job_status_not_before", "job", ["status", "not_before"])
+    with op.batch_alter_table("action", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("flow_sha256", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("app_account", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("reconciled_generation", sa.Integer(), server_default="0", nullable=False)
+        )
 
 
 def downgrade() -> None:
     """Return to one queued job per identity and group."""
+    with op.batch_alter_table("app_account", schema=None) as batch_op:
+        batch_op.drop_column("reconciled_generation")
+    with op.batch_alter_table("action", schema=None) as batch_op:
+        batch_op.drop_column("flow_sha256")
     op.drop_index("ix_job_status_not_before", table_name="job")
     for name in (
         "uq_job_running_group",
