@@ -28,6 +28,8 @@ RETRY_BACKOFF_S: Final = (5, 30, 120)
 """The delay before attempt 2, 3, 4+ of a job; the last one caps every later delay."""
 ACTION_BACKOFF_S: Final = (1.0, 3.0, 8.0)
 """The pause before an action's 2nd, 3rd, 4th+ try after a transient fault."""
+SWEEP_BATCH: Final = 500
+"""The most identities one sweep pass queues; the next pass takes the rest."""
 RETRY_JITTER: Final = 0.2
 """Each back-off is spread by this fraction either way, so failed jobs do not return together."""
 KEEP_RESULT_S: Final = 0

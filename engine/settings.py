@@ -54,6 +54,20 @@ class Settings(BaseSettings):
         ge=2,
         description="A job whose worker stops renewing for this long is reclaimed by the relay.",
     )
+    comeback_base_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="After an identity's first failed job, wait this long before the next; "
+        "each further failure in a row doubles it.",
+    )
+    comeback_cap_s: float = Field(
+        default=3600.0, gt=0, description="The longest wait between an identity's failed jobs."
+    )
+    sweep_every_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often each worker looks for identities left behind and queues them.",
+    )
     relay_every_s: float = Field(
         default=5.0,
         gt=0,

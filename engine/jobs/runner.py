@@ -224,7 +224,25 @@ class JobRunner:
             if job is not None and job.not_before is not None:
                 delay = (job.not_before - utcnow()).total_seconds()
                 await self.services.queue.enqueue(job, defer_s=max(delay, 0.0))
+        elif status == JobStatus.failed:
+            await self._come_back_later(lease)
         return status
+
+    async def _come_back_later(self, lease: state.Lease) -> None:
+        """Queue the identity again after its failures' back-off: it is never abandoned."""
+        settings = self.services.settings
+        async with self.services.db.session() as session:
+            job = await session.get(Job, lease.job_id)
+        if job is None:
+            return
+        pending = await state.come_back_later(
+            self.services.db, job, base_s=settings.comeback_base_s, cap_s=settings.comeback_cap_s
+        )
+        if pending is not None:
+            delay = 0.0
+            if pending.not_before is not None:
+                delay = max((pending.not_before - utcnow()).total_seconds(), 0.0)
+            await self.services.queue.enqueue(pending, defer_s=delay)
 
     async def _load(
         self, job: Job
@@ -306,16 +324,18 @@ class JobRunner:
         return await self._fail(lease, failure)
 
     async def _succeed(self, lease: state.Lease, account: AppAccount, generation: int) -> str:
-        """Close the job as succeeded and note the identity generation the account now matches."""
-        status = await state.finish(self.services.db, lease, JobStatus.succeeded, None)
-        if status == JobStatus.succeeded:
-            async with self.services.db.session() as session:
-                stored = await session.get(AppAccount, account.id)
-                if stored is not None and stored.reconciled_generation < generation:
-                    stored.reconciled_generation = generation
-                    session.add(stored)
-                    await session.commit()
-        return status
+        """Note the identity generation the account now matches, then close the job.
+
+        The account matches whatever becomes of the job's row, so the note comes first: the
+        sweep never mistakes a finished identity for one left behind.
+        """
+        async with self.services.db.session() as session:
+            stored = await session.get(AppAccount, account.id)
+            if stored is not None and stored.reconciled_generation < generation:
+                stored.reconciled_generation = generation
+                session.add(stored)
+                await session.commit()
+        return await state.finish(self.services.db, lease, JobStatus.succeeded, None)
 
     async def _fail(self, lease: state.Lease, failure: FlowFailed) -> str:
         """Close a job that failed: retry a transient fault, wait for a person, or park it."""

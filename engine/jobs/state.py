@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -129,17 +129,24 @@ async def ensure_pending(
     *,
     identity_id: str | None = None,
     group_id: str | None = None,
+    not_before: datetime | None = None,
 ) -> Job:
     """Return the pending job of an identity or group, creating a queued one if there is none.
 
     Called in the request's transaction. A new job supersedes the identity's parked jobs
     (blocked, action required): its SCIM resource changed, so the new job reconciles it.
+    `not_before` delays only a job this call creates, never one already pending.
     """
     query = _pending_query(identity_id, group_id)
     existing = (await session.exec(query)).first()
     if existing is not None:
         return existing
-    job = Job(integration_id=integration_id, identity_id=identity_id, group_id=group_id)
+    job = Job(
+        integration_id=integration_id,
+        identity_id=identity_id,
+        group_id=group_id,
+        not_before=not_before,
+    )
     try:
         async with session.begin_nested():
             session.add(job)
@@ -299,6 +306,52 @@ async def retry_later(
         if moved == 1:
             return JobStatus.retrying
         return await _status_of(session, lease.job_id)
+
+
+def comeback_s(failures: int, *, base_s: float, cap_s: float, seed: str) -> float:
+    """Return how long an identity waits after its n-th failed job in a row: doubling, capped.
+
+    The jitter is seeded by the job, so one identity's wait does not change between looks.
+    """
+    base = min(base_s * 2 ** max(failures - 1, 0), cap_s)
+    spread = random.Random(seed).uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+    return min(base * spread, cap_s)
+
+
+async def failures_in_a_row(session: AsyncSession, identity_id: str) -> int:
+    """Count the identity's failed jobs since its last success."""
+    last_success = (
+        select(func.max(Job.finished_at))
+        .where(Job.identity_id == identity_id, Job.status == JobStatus.succeeded)
+        .scalar_subquery()
+    )
+    query = select(func.count()).where(
+        Job.identity_id == identity_id,
+        Job.status == JobStatus.failed,
+        or_(last_success.is_(None), col(Job.finished_at) > last_success),
+    )
+    return (await session.exec(query)).one()
+
+
+async def come_back_later(db: Database, job: Job, *, base_s: float, cap_s: float) -> Job | None:
+    """Queue a failed job's identity again after a back-off, kept in the database.
+
+    An identity whose account differs from what it should be is never abandoned: each failed
+    job in a row doubles the wait, up to `cap_s`. A change already pending goes at once.
+    """
+    if job.identity_id is None:
+        return None
+    async with db.session() as session:
+        failures = await failures_in_a_row(session, job.identity_id)
+        delay = comeback_s(failures, base_s=base_s, cap_s=cap_s, seed=job.id)
+        pending = await ensure_pending(
+            session,
+            job.integration_id,
+            identity_id=job.identity_id,
+            not_before=utcnow() + timedelta(seconds=delay),
+        )
+        await session.commit()
+        return pending
 
 
 async def _supersede_owned(session: AsyncSession, lease: Lease, error: str) -> str:

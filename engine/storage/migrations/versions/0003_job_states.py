@@ -54,6 +54,10 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("reconciled_generation", sa.Integer(), server_default="0", nullable=False)
         )
+    op.execute(
+        "UPDATE app_account SET reconciled_generation = "
+        "(SELECT generation FROM identity WHERE identity.id = app_account.identity_id)"
+    )
 
 
 def downgrade() -> None:
