@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.automation.errors import FlowFailed
@@ -77,14 +77,19 @@ class SignIn:
     async def ensure(self, runner: FlowRunner, login: Flow, sink: StepSink) -> FlowOutcome:
         """Run the login flow with the newest kept session; keep the session it makes.
 
-        Raises FlowFailed when the flow fails or another worker's sign-in takes too long.
+        Raises FlowFailed when the flow fails or another worker's sign-in takes too long,
+        and as transient when Redis, which holds the lock, cannot be reached.
         """
         lock = self.redis.lock(
             f"{LOGIN_LOCK_PREFIX}{self.integration_id}",
             timeout=LOGIN_LOCK_S,
             blocking_timeout=LOGIN_WAIT_S,
         )
-        if not await lock.acquire():
+        try:
+            acquired = await lock.acquire()
+        except (RedisError, OSError) as error:
+            raise FlowFailed(f"sign-in lock unreachable: {error}", transient=True) from error
+        if not acquired:
             raise FlowFailed("timed out waiting for another worker to sign in", transient=True)
         try:
             context = runner.page.context
@@ -104,5 +109,7 @@ class SignIn:
                     )
             return outcome
         finally:
-            with contextlib.suppress(LockError):
+            # A lock Redis lost (restarted empty, or away now) only expires: the flow's
+            # result stands either way.
+            with contextlib.suppress(LockError, RedisError, OSError):
                 await lock.release()

@@ -7,7 +7,9 @@ from typing import Protocol
 
 import pyotp
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from engine.automation.errors import FlowFailed
 from engine.constants import TOTP_MIN_LEFT_S, TOTP_STEP_PREFIX
 
 TOTP_PERIOD_S = 30
@@ -35,9 +37,16 @@ class RedisTotpLedger:
         self.redis = redis
 
     async def claim(self, account: str, counter: int) -> bool:
-        """Claim atomically with a script, since workers race for the same account."""
+        """Claim atomically with a script, since workers race for the same account.
+
+        Without Redis no code is typed, since none can be proven unused: the flow fails
+        as transient and the job tries again once Redis is back.
+        """
         key = f"{TOTP_STEP_PREFIX}{account}"
-        claimed = await self.redis.eval(_CLAIM, 1, key, counter, TOTP_PERIOD_S * 4)
+        try:
+            claimed = await self.redis.eval(_CLAIM, 1, key, counter, TOTP_PERIOD_S * 4)
+        except (RedisError, OSError) as error:
+            raise FlowFailed(f"TOTP ledger unreachable: {error}", transient=True) from error
         return bool(claimed)
 
 
