@@ -13,12 +13,13 @@ from cli.embedded import DataDirServed, borrowed_redis, claim_redis
 from engine.apps.integrations import IntegrationError
 from engine.apps.template import AppError
 from engine.automation.browser import BrowserError
+from engine.jobs.state import JobStateError
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.vault import VaultError
 
 T = TypeVar("T")
-USER_ERRORS = (AppError, IntegrationError, VaultError, BrowserError)
+USER_ERRORS = (AppError, IntegrationError, VaultError, BrowserError, JobStateError)
 
 
 def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
@@ -45,11 +46,21 @@ def run(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
 
 async def in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Open and migrate the database, and run one command's work in a session."""
+    return await with_database(settings, lambda db: _in_one_session(db, work))
+
+
+async def _in_one_session(db: Database, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run work in one session of a database."""
+    async with db.session() as session:
+        return await work(session)
+
+
+async def with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Open and migrate the database, and run one command's work on it."""
     db = Database.from_settings(settings)
     try:
         await db.migrate()
-        async with db.session() as session:
-            return await work(session)
+        return await work(db)
     finally:
         await db.dispose()
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.commands import fail, in_session, redis_for_up, run, settings_for
+from cli.commands import fail, in_session, redis_for_up, run, settings_for, with_database
 from cli.embedded import running_owner, served_by
 from cli.flows import flows
 from cli.logs import configure
@@ -20,6 +20,7 @@ from engine.apps.integrations import (
     scim_base_url,
     set_secret,
 )
+from engine.jobs.breaker import resume
 from engine.settings import Settings
 from engine.storage.vault import Vault
 
@@ -176,6 +177,20 @@ def integrations_rotate_token(
     """Replace an integration's SCIM token and print the new one, shown only once."""
     settings = settings_for(data_dir)
     typer.echo(run(lambda: in_session(settings, lambda s: rotate_token(s, integration_id))))
+
+
+@integrations.command("resume")
+def integrations_resume(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Close the sign-in breaker after fixing a secret; the jobs that waited run again."""
+    settings = settings_for(data_dir)
+    released = run(lambda: with_database(settings, lambda db: resume(db, integration_id)))
+    typer.echo(
+        f"integration {integration_id} resumed: sign-in allowed again,"
+        f" {len(released)} waiting job(s) queued"
+    )
 
 
 @integrations.command("show")

@@ -6,10 +6,10 @@ REDIS_PREFIX: Final = "usher:"
 QUEUE_NAME: Final = f"{REDIS_PREFIX}queue"
 TOTP_STEP_PREFIX: Final = f"{REDIS_PREFIX}totp:"
 LOGIN_LOCK_PREFIX: Final = f"{REDIS_PREFIX}lock:login:"
-LOGIN_LOCK_S: Final = 120
-"""How long one worker may hold an integration's sign-in lock."""
-LOGIN_WAIT_S: Final = 150
-"""How long a worker waits for another one's sign-in before trying later."""
+LOGIN_LOCK_S: Final = 15
+"""The sign-in lock's lease: renewed while held, so a dead holder frees it within this."""
+LOGIN_WAIT_S: Final = 90
+"""How long a worker waits for another one's sign-in before trying later (transient)."""
 
 RECONCILE_FUNCTION: Final = "reconcile_job"
 RELAY_FUNCTION: Final = "relay"

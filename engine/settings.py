@@ -68,6 +68,16 @@ class Settings(BaseSettings):
         gt=0,
         description="How often each worker looks for identities left behind and queues them.",
     )
+    breaker_threshold: int = Field(
+        default=2,
+        ge=1,
+        description="Refused sign-ins, across all workers, that open an integration's breaker.",
+    )
+    breaker_cooldown_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long an open breaker waits before a probe tries one real sign-in.",
+    )
     relay_every_s: float = Field(
         default=5.0,
         gt=0,

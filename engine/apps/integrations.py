@@ -162,6 +162,9 @@ class IntegrationView(BaseModel):
     base_url: str
     scim_base_url: str
     health: str
+    health_detail: str | None
+    breaker: str
+    refused_sign_ins: int
     missing_secrets: list[str]
     entitlements: list[CatalogueEntry]
     created_at: datetime
@@ -188,6 +191,9 @@ async def describe_integration(
         base_url=integration.base_url,
         scim_base_url=scim_base_url(settings, integration),
         health=integration.health,
+        health_detail=integration.health_detail,
+        breaker=integration.breaker,
+        refused_sign_ins=integration.refusals,
         missing_secrets=await missing_secrets(session, vault, integration, template),
         entitlements=entries,
         created_at=integration.created_at,
@@ -203,7 +209,8 @@ def render_integration(view: IntegrationView) -> str:
         f"app          {view.app} ({view.app_label})",
         f"base URL     {view.base_url}",
         f"SCIM URL     {view.scim_base_url}",
-        f"health       {view.health}",
+        f"health       {view.health}" + (f": {view.health_detail}" if view.health_detail else ""),
+        f"sign-in      breaker {view.breaker}, {view.refused_sign_ins} refused since last success",
         f"secrets      {f'missing: {missing}' if missing else 'all set'}",
         "entitlements (assign these string values to IdP groups)",
     ]

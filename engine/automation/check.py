@@ -91,6 +91,8 @@ def _check_step(step: Step, action: str, app: AppTemplate, extracted: set[str]) 
         )
     if step.kind == "totp" and app.secret(step.secret) is None:
         problems.append(f"totp reads secret {step.secret!r}, which the app does not declare")
+    if step.kind == "refused" and action != "login":
+        problems.append("refused belongs in the login flow: it says the app turned down a sign-in")
     return problems
 
 

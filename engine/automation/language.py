@@ -33,6 +33,7 @@ STEP_KINDS = (
     "already",
     "fail",
     "needs_human",
+    "refused",
 )
 
 
@@ -138,6 +139,10 @@ class Step(BaseModel):
         default=None,
         description="Stop: only a person can go on (CAPTCHA, email check, expired password).",
     )
+    refused: str | None = Field(
+        default=None,
+        description="In login: the app refused the service account; counts toward the breaker.",
+    )
 
     value: str | None = Field(default=None, description="For fill, select and expect.")
     key: str | None = Field(default=None, description="For press, e.g. Enter.")
@@ -219,6 +224,7 @@ class Step(BaseModel):
             self.already,
             self.fail,
             self.needs_human,
+            self.refused,
             self.screenshot,
         )
         found: list[str] = [v for v in fields if isinstance(v, str)]

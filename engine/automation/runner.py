@@ -183,9 +183,7 @@ class FlowRunner:
         except FlowError as error:
             await self._fail(step, position, started, matched, str(error), transient=False)
         except FlowFailed as error:
-            await self._fail(
-                step, position, started, matched, str(error), error.transient, error.needs_human
-            )
+            await self._fail(step, position, started, matched, str(error), error.transient, error)
         except (PlaywrightError, TimeoutError) as error:
             await self._fail(step, position, started, matched, _first_line(error), False)
         await self._record(step, position, started, status, matched, None)
@@ -224,6 +222,8 @@ class FlowRunner:
             raise FlowFailed(self._render(step.fail or ""))
         if kind == "needs_human":
             raise FlowFailed(self._render(step.needs_human or ""), needs_human=True)
+        if kind == "refused":
+            raise FlowFailed(self._render(step.refused or ""), refused=True)
         if kind in ("expect", "wait_for") and isinstance(getattr(step, kind), Expectation):
             await self._expect_page(getattr(step, kind), timeout_ms)
             return None, "ok", None
@@ -512,14 +512,17 @@ class FlowRunner:
         matched: str | None,
         reason: str,
         transient: bool,
-        needs_human: bool = False,
+        raised: FlowFailed | None = None,
     ) -> None:
         """Record a failed step with the page as it was, then raise FlowFailed.
 
         The failure is permanent only when the page had loaded and no 5xx or network error
         was seen during the action; otherwise another try may well succeed.
         """
-        cause = None if transient or needs_human else await self._transient_cause()
+        needs_human = raised is not None and raised.needs_human
+        refused = raised is not None and raised.refused
+        definite = transient or needs_human or refused
+        cause = None if definite else await self._transient_cause()
         if cause is not None:
             transient = True
             reason = f"{reason} (transient: {cause})"
@@ -529,7 +532,7 @@ class FlowRunner:
         )
         extra = await self.failure_artifacts()
         await self._record(step, position, started, "failed", matched, message, extra)
-        raise FlowFailed(message, transient=transient, needs_human=needs_human)
+        raise FlowFailed(message, transient=transient, needs_human=needs_human, refused=refused)
 
     async def _transient_cause(self) -> str | None:
         """Return why a failure may be transient: a fault seen, or a page that never settled."""

@@ -1,18 +1,20 @@
 """The app's logged-in browser state per integration: encrypted, versioned, shared."""
 
+import asyncio
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.automation.errors import FlowFailed
 from engine.automation.language import Flow
 from engine.automation.runner import FlowOutcome, FlowRunner, StepSink
-from engine.constants import LOGIN_LOCK_PREFIX, LOGIN_LOCK_S, LOGIN_WAIT_S
+from engine.constants import LEASE_RENEWALS, LOGIN_LOCK_PREFIX, LOGIN_LOCK_S, LOGIN_WAIT_S
 from engine.storage.db import Database
 from engine.storage.models import IntegrationSession, utcnow
 from engine.storage.vault import Vault
@@ -51,6 +53,22 @@ async def save_session(
     return row.generation
 
 
+class SignInGate(Protocol):
+    """Decide whether a sign-in may be tried, and hear how each one went (the breaker)."""
+
+    async def before(self) -> None:
+        """Raise FlowFailed when no sign-in may be tried now."""
+        ...
+
+    async def refused(self, failure: FlowFailed) -> None:
+        """Count a sign-in the app turned down."""
+        ...
+
+    async def succeeded(self) -> None:
+        """Note a sign-in that worked."""
+        ...
+
+
 class SignIn:
     """Sign a run's browser context in, sharing one kept session per integration.
 
@@ -66,12 +84,16 @@ class SignIn:
         redis: Redis,
         integration_id: str,
         kept: StoredSession | None,
+        gate: SignInGate | None = None,
+        reuse_kept: bool = True,
     ) -> None:
         self.db = db
         self.vault = vault
         self.redis = redis
         self.integration_id = integration_id
         self.generation = kept.generation if kept else 0
+        self.gate = gate
+        self.reuse_kept = reuse_kept
         self.fresh = False
 
     async def ensure(self, runner: FlowRunner, login: Flow, sink: StepSink) -> FlowOutcome:
@@ -91,25 +113,54 @@ class SignIn:
             raise FlowFailed(f"sign-in lock unreachable: {error}", transient=True) from error
         if not acquired:
             raise FlowFailed("timed out waiting for another worker to sign in", transient=True)
+        renewer = asyncio.create_task(_hold(lock))
         try:
-            context = runner.page.context
-            async with self.db.session() as session:
-                kept = await load_session(session, self.vault, self.integration_id)
-            if kept is not None and kept.generation > self.generation:
-                await context.add_cookies(kept.state.get("cookies", []))
-                self.generation = kept.generation
-            self.fresh = False
-            outcome = await runner.run(login, sink)
-            self.fresh = not outcome.already
-            if self.fresh:
-                state = dict(await context.storage_state())
-                async with self.db.session() as session:
-                    self.generation = await save_session(
-                        session, self.vault, self.integration_id, state
-                    )
-            return outcome
+            return await self._sign_in(runner, login, sink)
         finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
             # A lock Redis lost (restarted empty, or away now) only expires: the flow's
             # result stands either way.
             with contextlib.suppress(LockError, RedisError, OSError):
                 await lock.release()
+
+    async def _sign_in(self, runner: FlowRunner, login: Flow, sink: StepSink) -> FlowOutcome:
+        """Under the lock: ask the gate, take a newer kept session, run login, keep what it made."""
+        context = runner.page.context
+        if self.gate is not None:
+            await self.gate.before()
+        kept = None
+        if self.reuse_kept:
+            async with self.db.session() as session:
+                kept = await load_session(session, self.vault, self.integration_id)
+        if kept is not None and kept.generation > self.generation:
+            await context.add_cookies(kept.state.get("cookies", []))
+            self.generation = kept.generation
+        self.fresh = False
+        try:
+            outcome = await runner.run(login, sink)
+        except FlowFailed as failure:
+            if failure.refused and self.gate is not None:
+                await self.gate.refused(failure)
+            raise
+        self.fresh = not outcome.already
+        if self.fresh:
+            state = dict(await context.storage_state())
+            async with self.db.session() as session:
+                self.generation = await save_session(
+                    session, self.vault, self.integration_id, state
+                )
+            if self.gate is not None:
+                await self.gate.succeeded()
+        return outcome
+
+
+async def _hold(lock: Lock) -> None:
+    """Renew the sign-in lock while it is held, so a dead holder frees it in seconds."""
+    while True:
+        await asyncio.sleep(LOGIN_LOCK_S / LEASE_RENEWALS)
+        try:
+            await lock.reacquire()
+        except (LockError, RedisError, OSError):
+            return

@@ -27,6 +27,7 @@ from engine.automation.sessions import SignIn, load_session
 from engine.automation.totp import TotpLedger
 from engine.constants import ACTION_BACKOFF_S, LEASE_RENEWALS, RETRY_JITTER
 from engine.jobs import state
+from engine.jobs.breaker import Breaker, BreakerOpen, is_open
 from engine.jobs.queue import JobQueue
 from engine.planner import Desired, PlannedAction, apply_success, desired_state, plan
 from engine.settings import Settings
@@ -300,7 +301,10 @@ class JobRunner:
         services = self.services
         state_kept = kept.state if kept else None
         async with open_runner(services.browsers, run_context, state_kept) as runner:
-            sign_in = SignIn(services.db, services.vault, services.redis, integration.id, kept)
+            gate = Breaker(
+                db, integration.id, threshold=services.settings.breaker_threshold, job_id=job.id
+            )
+            sign_in = SignIn(db, services.vault, services.redis, integration.id, kept, gate)
             run = _Run(job, template, runner, sign_in, lease)
             _, failure = await self._run_with_retries(run, PlannedAction("login"))
             for planned in the_plan.actions:
@@ -321,7 +325,7 @@ class JobRunner:
                     )
         if failure is None:
             return await self._succeed(lease, account, generation)
-        return await self._fail(lease, failure)
+        return await self._fail(lease, failure, integration.id)
 
     async def _succeed(self, lease: state.Lease, account: AppAccount, generation: int) -> str:
         """Note the identity generation the account now matches, then close the job.
@@ -337,8 +341,19 @@ class JobRunner:
                 await session.commit()
         return await state.finish(self.services.db, lease, JobStatus.succeeded, None)
 
-    async def _fail(self, lease: state.Lease, failure: FlowFailed) -> str:
-        """Close a job that failed: retry a transient fault, wait for a person, or park it."""
+    async def _fail(self, lease: state.Lease, failure: FlowFailed, integration_id: str) -> str:
+        """Close a job that failed: retry a transient fault, wait for a person, or park it.
+
+        A refused sign-in waits while the integration's breaker is open (an operator or a
+        probe releases it); below the threshold it is tried again later, like a fault.
+        """
+        db = self.services.db
+        if isinstance(failure, BreakerOpen):
+            return await state.wait(db, lease, str(failure))
+        if failure.refused:
+            if await is_open(db, integration_id):
+                return await state.wait(db, lease, str(failure))
+            return await self._retry_later(lease, str(failure))
         if failure.transient:
             return await self._retry_later(lease, str(failure))
         outcome = JobStatus.action_required if failure.needs_human else JobStatus.blocked

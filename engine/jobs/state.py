@@ -354,6 +354,44 @@ async def come_back_later(db: Database, job: Job, *, base_s: float, cap_s: float
         return pending
 
 
+async def wait(db: Database, lease: Lease, reason: str) -> str:
+    """Hold an owned attempt in `waiting` (its integration's breaker is open): not failed.
+
+    When the identity already has a pending job, that job will wait instead, and this one
+    is superseded by it.
+    """
+    values = {"status": JobStatus.waiting, "error": reason, "lease_until": None}
+    async with db.session() as session:
+        moved = await _try_update(session, update(Job).where(*_owned(lease)).values(**values))
+        if moved is None:
+            return await _supersede_owned(session, lease, reason)
+        await session.commit()
+        if moved == 1:
+            return JobStatus.waiting
+        return await _status_of(session, lease.job_id)
+
+
+async def release_waiting(db: Database, integration_id: str) -> Sequence[Job]:
+    """Queue every job of an integration that waited for its breaker; return them to deliver."""
+    async with db.session() as session:
+        waiting = (
+            await session.exec(
+                select(Job).where(
+                    Job.integration_id == integration_id, Job.status == JobStatus.waiting
+                )
+            )
+        ).all()
+        await session.exec(
+            update(Job)
+            .where(Job.integration_id == integration_id, Job.status == JobStatus.waiting)
+            .values(status=JobStatus.queued, not_before=None)
+        )
+        await session.commit()
+        for job in waiting:
+            await session.refresh(job)
+        return [job for job in waiting if job.status == JobStatus.queued]
+
+
 async def _supersede_owned(session: AsyncSession, lease: Lease, error: str) -> str:
     """Close an owned attempt as superseded by its identity's pending job."""
     job = await session.get(Job, lease.job_id)

@@ -17,8 +17,8 @@ from engine.constants import (
     QUEUE_NAME,
     RECONCILE_FUNCTION,
 )
+from engine.jobs.maintenance import maintain
 from engine.jobs.queue import JobQueue, redis_settings, wait_for_redis
-from engine.jobs.relay import relay
 from engine.jobs.runner import JobRunner, JobServices
 from engine.settings import Settings
 from engine.storage.db import Database
@@ -32,30 +32,6 @@ async def reconcile_job(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
     """Run one job attempt; the database's claim keeps reconciles of an identity apart."""
     services: JobServices = ctx["services"]
     return await JobRunner(services).run(job_id, attempt)
-
-
-async def relay_once(services: JobServices) -> tuple[int, int]:
-    """Run one relay pass with the worker's services."""
-    return await relay(services.db, services.queue, max_attempts=services.settings.job_max_attempts)
-
-
-async def maintain(services: JobServices) -> None:
-    """Run the relay every `relay_every_s`, outside the job slots, until cancelled.
-
-    A job slot may be busy for minutes; the relay must not wait behind it, or a dead
-    worker's jobs come back late. A failed pass (Redis or the database away) is logged
-    and the next one runs on time.
-    """
-    while True:
-        try:
-            delivered, reclaimed = await relay_once(services)
-            if reclaimed:
-                log.info("relay delivered %d, reclaimed %d", delivered, reclaimed)
-        except Exception:
-            log.exception(
-                "relay pass failed; the next one runs in %ss", services.settings.relay_every_s
-            )
-        await asyncio.sleep(services.settings.relay_every_s)
 
 
 class UsherWorker(Worker):

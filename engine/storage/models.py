@@ -65,6 +65,16 @@ class Integration(SQLModel, table=True):
     base_url: str = Field(max_length=2000)
     scim_token_hash: str = Field(unique=True, max_length=64)
     health: str = Field(default="under_validation", max_length=32)
+    health_detail: str | None = Field(
+        default=None, max_length=2000, description="Why health is what it is, for the IT admin."
+    )
+    breaker: str = Field(
+        default="closed",
+        max_length=16,
+        description="closed: sign in; open: refused too often, no sign-in; half_open: probing.",
+    )
+    refusals: int = Field(default=0, description="Refused sign-ins since the last success.")
+    breaker_changed_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -1,4 +1,4 @@
-"""job states: single flight, not_before, superseded_by; provenance; reconciled generation
+"""job states, single flight, provenance, reconciled generation, the sign-in breaker
 
 Revision ID: 0003
 Revises: 0002
@@ -54,6 +54,15 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("reconciled_generation", sa.Integer(), server_default="0", nullable=False)
         )
+    with op.batch_alter_table("integration", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("health_detail", sa.String(length=2000), nullable=True))
+        batch_op.add_column(
+            sa.Column("breaker", sa.String(length=16), server_default="closed", nullable=False)
+        )
+        batch_op.add_column(sa.Column("refusals", sa.Integer(), server_default="0", nullable=False))
+        batch_op.add_column(
+            sa.Column("breaker_changed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
+        )
     op.execute(
         "UPDATE app_account SET reconciled_generation = "
         "(SELECT generation FROM identity WHERE identity.id = app_account.identity_id)"
@@ -62,6 +71,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Return to one queued job per identity and group."""
+    with op.batch_alter_table("integration", schema=None) as batch_op:
+        for column in ("breaker_changed_at", "refusals", "breaker", "health_detail"):
+            batch_op.drop_column(column)
     with op.batch_alter_table("app_account", schema=None) as batch_op:
         batch_op.drop_column("reconciled_generation")
     with op.batch_alter_table("action", schema=None) as batch_op:

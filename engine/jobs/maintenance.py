@@ -1,0 +1,70 @@
+"""Each worker's maintenance, on its own timer beside the job slots: relay, sweep, probes.
+
+A job slot may be busy for minutes; none of this may wait behind it, or a dead worker's
+jobs come back late and identities left behind stay behind. A failed pass (Redis or the
+database away) is logged and the next one runs on time.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+
+from engine.constants import SWEEP_BATCH
+from engine.jobs.probe import probe_due
+from engine.jobs.relay import relay
+from engine.jobs.runner import JobServices
+from engine.jobs.sweep import sweep
+
+log = logging.getLogger(__name__)
+
+
+async def _guarded(what: str, work: Awaitable[object]) -> None:
+    """Run one maintenance pass; a failure is logged, never the end of maintenance."""
+    try:
+        await work
+    except Exception:
+        log.exception("%s pass failed; the next one runs on time", what)
+
+
+async def relay_once(services: JobServices) -> tuple[int, int]:
+    """Run one relay pass with the worker's services."""
+    return await relay(services.db, services.queue, max_attempts=services.settings.job_max_attempts)
+
+
+async def sweep_once(services: JobServices) -> int:
+    """Run one sweep pass with the worker's services."""
+    settings = services.settings
+    return await sweep(
+        services.db,
+        services.queue,
+        base_s=settings.comeback_base_s,
+        cap_s=settings.comeback_cap_s,
+        limit=SWEEP_BATCH,
+    )
+
+
+async def maintain(services: JobServices) -> None:
+    """Relay every `relay_every_s`, sweep every `sweep_every_s`, probe cooled breakers.
+
+    A probe signs in with a browser and takes seconds, so it runs as its own task and the
+    relay stays on time; a new probe pass starts only when the last one ended.
+    """
+    settings = services.settings
+    next_sweep = time.monotonic() + settings.sweep_every_s
+    probing: asyncio.Task[None] | None = None
+    try:
+        while True:
+            await _guarded("relay", relay_once(services))
+            if time.monotonic() >= next_sweep:
+                await _guarded("sweep", sweep_once(services))
+                next_sweep = time.monotonic() + settings.sweep_every_s
+            if probing is None or probing.done():
+                probing = asyncio.create_task(_guarded("probe", probe_due(services)))
+            await asyncio.sleep(settings.relay_every_s)
+    finally:
+        if probing is not None:
+            probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probing
