@@ -8,7 +8,7 @@ import signal
 import uvicorn
 
 from api.app import create_app
-from engine.jobs.worker import build_worker
+from engine.jobs.worker import run_workers
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,10 @@ async def run_up(settings: Settings, redis_url: str) -> None:
     # so a stop is always a clean return.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, server.handle_exit)
-    worker = build_worker(settings, redis_url, handle_signals=False)
-    worker_task = asyncio.create_task(worker.async_run())
+    workers = asyncio.create_task(run_workers(settings, redis_url, handle_signals=False))
     try:
         await server.serve()
     finally:
-        worker_task.cancel()
+        workers.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await worker_task
-        await worker.close()
+            await workers

@@ -4,6 +4,8 @@ from typing import Final
 
 REDIS_PREFIX: Final = "usher:"
 QUEUE_NAME: Final = f"{REDIS_PREFIX}queue"
+URGENT_QUEUE_NAME: Final = f"{REDIS_PREFIX}queue:urgent"
+"""The queue of jobs that remove access; each worker keeps slots that read only it."""
 TOTP_STEP_PREFIX: Final = f"{REDIS_PREFIX}totp:"
 LOGIN_LOCK_PREFIX: Final = f"{REDIS_PREFIX}lock:login:"
 LOGIN_LOCK_S: Final = 15

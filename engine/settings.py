@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         default=False, description="Resolve only loopback hosts (tests and the demo)."
     )
     worker_max_jobs: int = 2
+    worker_urgent_slots: int = Field(
+        default=1,
+        ge=1,
+        description="Slots each worker keeps for jobs that remove access (the urgent lane).",
+    )
     worker_poll_delay_s: float = 0.1
     job_max_attempts: int = 3
     action_tries: int = Field(

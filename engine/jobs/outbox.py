@@ -6,7 +6,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.apps.profile import watched_projection
 from engine.apps.template import AppTemplate
-from engine.jobs.state import ensure_pending
+from engine.jobs.state import ensure_pending, lane_of
 from engine.storage.models import Identity, Job, ScimGroup
 
 
@@ -42,7 +42,12 @@ class Outbox:
             return
         identity.generation += 1
         self.session.add(identity)
-        job = await ensure_pending(self.session, identity.integration_id, identity_id=identity.id)
+        job = await ensure_pending(
+            self.session,
+            identity.integration_id,
+            identity_id=identity.id,
+            lane=lane_of(identity),
+        )
         self.pending[job.id] = job
 
     async def group_changed(self, group: ScimGroup, changed_member_ids: set[str]) -> None:

@@ -15,8 +15,9 @@ from engine.constants import (
     REDIS_PROBE_TIMEOUT_S,
     REDIS_RECONNECT_BACKOFF_S,
     REDIS_RECONNECT_JITTER,
+    URGENT_QUEUE_NAME,
 )
-from engine.storage.models import Job
+from engine.storage.models import Job, Lane
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,18 @@ async def wait_for_redis(
         await probe.aclose()
 
 
+LANE_QUEUES: dict[str, str] = {Lane.normal: QUEUE_NAME, Lane.urgent: URGENT_QUEUE_NAME}
+"""The arq queue each lane's jobs go to."""
+
+
 def arq_job_id(job: Job) -> str:
-    """Return the arq id of a job attempt: arq keeps results under it, so attempts differ."""
-    return f"{job.id}:{job.attempt}"
+    """Return the arq id of a job attempt in its lane: arq de-duplicates by it.
+
+    An urgent delivery has its own id, so a job that became urgent while a normal delivery
+    waits is delivered on the urgent lane too; whichever comes first claims the attempt.
+    """
+    suffix = ":urgent" if job.lane == Lane.urgent else ""
+    return f"{job.id}:{job.attempt}{suffix}"
 
 
 class JobQueue:
@@ -97,7 +107,7 @@ class JobQueue:
                 job.id,
                 job.attempt,
                 _job_id=arq_job_id(job),
-                _queue_name=QUEUE_NAME,
+                _queue_name=LANE_QUEUES.get(job.lane, QUEUE_NAME),
                 _defer_by=defer_s,
             )
         except REDIS_DOWN as error:

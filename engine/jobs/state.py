@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.constants import BUSY_WAIT_MAX_S, DELIVERY_SLACK_S, RETRY_BACKOFF_S, RETRY_JITTER
 from engine.storage.db import Database
-from engine.storage.models import Job, JobStatus, utcnow
+from engine.storage.models import Identity, Job, JobStatus, Lane, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -130,22 +130,28 @@ async def ensure_pending(
     identity_id: str | None = None,
     group_id: str | None = None,
     not_before: datetime | None = None,
+    lane: str | None = None,
 ) -> Job:
     """Return the pending job of an identity or group, creating a queued one if there is none.
 
     Called in the request's transaction. A new job supersedes the identity's parked jobs
     (blocked, action required): its SCIM resource changed, so the new job reconciles it.
-    `not_before` delays only a job this call creates, never one already pending.
+    `not_before` delays only a job this call creates, never one already pending; `lane`
+    moves a pending job to the lane its identity needs now.
     """
     query = _pending_query(identity_id, group_id)
     existing = (await session.exec(query)).first()
     if existing is not None:
+        if lane is not None and existing.lane != lane:
+            existing.lane = lane
+            session.add(existing)
         return existing
     job = Job(
         integration_id=integration_id,
         identity_id=identity_id,
         group_id=group_id,
         not_before=not_before,
+        lane=lane or Lane.normal,
     )
     try:
         async with session.begin_nested():
@@ -162,6 +168,11 @@ async def ensure_pending(
             .values(status=JobStatus.superseded, superseded_by=job.id, finished_at=utcnow())
         )
     return job
+
+
+def lane_of(identity: Identity) -> str:
+    """Return the lane of an identity's job: urgent when it should lose access."""
+    return Lane.urgent if identity.deleted_at is not None or not identity.active else Lane.normal
 
 
 @dataclass(frozen=True)
@@ -344,11 +355,13 @@ async def come_back_later(db: Database, job: Job, *, base_s: float, cap_s: float
     async with db.session() as session:
         failures = await failures_in_a_row(session, job.identity_id)
         delay = comeback_s(failures, base_s=base_s, cap_s=cap_s, seed=job.id)
+        identity = await session.get(Identity, job.identity_id)
         pending = await ensure_pending(
             session,
             job.integration_id,
             identity_id=job.identity_id,
             not_before=utcnow() + timedelta(seconds=delay),
+            lane=lane_of(identity) if identity is not None else None,
         )
         await session.commit()
         return pending

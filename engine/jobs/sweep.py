@@ -68,7 +68,11 @@ async def _requeue(
             finished = latest.finished_at or latest.created_at
             if finished + timedelta(seconds=wait) > utcnow():
                 return None
-        job = await state.ensure_pending(session, integration_id, identity_id=identity_id)
+        identity = await session.get(Identity, identity_id)
+        lane = state.lane_of(identity) if identity is not None else None
+        job = await state.ensure_pending(
+            session, integration_id, identity_id=identity_id, lane=lane
+        )
         await session.commit()
         return job
 

@@ -1,8 +1,9 @@
-"""The arq worker: reconcile jobs in its slots, and the relay on its own timer beside them."""
+"""The arq workers of a process: one per lane, sharing a browser, and maintenance beside them."""
 
 import asyncio
 import contextlib
 import logging
+import signal
 from typing import Any
 
 from arq.worker import Worker, func
@@ -14,15 +15,15 @@ from engine.constants import (
     ARQ_MAX_TRIES,
     JOB_TIMEOUT_S,
     KEEP_RESULT_S,
-    QUEUE_NAME,
     RECONCILE_FUNCTION,
 )
 from engine.jobs.maintenance import maintain
-from engine.jobs.queue import JobQueue, redis_settings, wait_for_redis
+from engine.jobs.queue import LANE_QUEUES, JobQueue, redis_settings, wait_for_redis
 from engine.jobs.runner import JobRunner, JobServices
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.evidence import DirectoryEvidenceStore
+from engine.storage.models import Lane
 from engine.storage.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -106,71 +107,109 @@ class UsherWorker(Worker):
                 await self.pool.aclose()
 
 
-async def _startup(ctx: dict[str, Any]) -> None:
-    """Open the database, vault, browser and queue once per worker, then start the relay.
+class SharedServices:
+    """One browser, database and maintenance timer for a process's workers, opened once.
 
-    arq's `main()` runs again after a Redis outage (`UsherWorker.main`); the worker's
-    services, browser and relay live on, so a second call does nothing.
+    Each `usher worker` runs two arq workers, one per lane: the normal one with
+    `worker_max_jobs` slots and the urgent one with `worker_urgent_slots` reserved for jobs
+    that remove access, so a deactivation never waits behind a backlog of creates (arq has
+    no priorities; a second queue with its own slots is its way). Both share these.
     """
-    if "services" in ctx:
-        return
-    settings: Settings = ctx["settings"]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: JobServices | None = None
+        self.maintenance: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def startup(self, ctx: dict[str, Any]) -> None:
+        """Give a worker the shared services, opening them on the first call.
+
+        arq's `main()` runs again after a Redis outage (`UsherWorker.main`); the services,
+        the browser and the relay live on, so a later call only hands them over.
+        """
+        async with self._lock:
+            if self.services is None:
+                self.services = await _open_services(self.settings, ctx["redis"])
+                self.maintenance = asyncio.create_task(maintain(self.services))
+        ctx["services"] = self.services
+
+    async def close(self) -> None:
+        """Stop the maintenance timer, then close the browser and the database; once."""
+        maintenance, self.maintenance = self.maintenance, None
+        if maintenance is not None:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+        services, self.services = self.services, None
+        if services is not None:
+            await services.browsers.stop()
+            await services.db.dispose()
+
+
+async def _open_services(settings: Settings, redis: Any) -> JobServices:
+    """Open the database, vault, browser and queue a worker's jobs use."""
     db = Database.from_settings(settings)
     await db.migrate()
     browsers = BrowserPool(settings)
     await browsers.start()
-    services = JobServices(
+    return JobServices(
         settings=settings,
         db=db,
         vault=Vault.from_path(settings.vault_key_path),
         evidence=DirectoryEvidenceStore(settings.evidence_dir),
         browsers=browsers,
-        ledger=RedisTotpLedger(ctx["redis"]),
-        queue=JobQueue(ctx["redis"]),
-        redis=ctx["redis"],
+        ledger=RedisTotpLedger(redis),
+        queue=JobQueue(redis),
+        redis=redis,
     )
-    ctx["services"] = services
-    ctx["maintenance"] = asyncio.create_task(maintain(services))
 
 
-async def _shutdown(ctx: dict[str, Any]) -> None:
-    """Stop the relay, then close the browser and the database; once, however often called."""
-    maintenance: asyncio.Task[None] | None = ctx.pop("maintenance", None)
-    if maintenance is not None:
-        maintenance.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await maintenance
-    services: JobServices | None = ctx.pop("services", None)
-    if services is not None:
-        await services.browsers.stop()
-        await services.db.dispose()
-
-
-def build_worker(settings: Settings, redis_url: str, *, handle_signals: bool = True) -> UsherWorker:
-    """Return an arq worker for Usher's jobs on the Redis at redis_url."""
+def build_worker(
+    settings: Settings, redis_url: str, shared: SharedServices, *, lane: Lane
+) -> UsherWorker:
+    """Return an arq worker for one lane's jobs on the Redis at redis_url."""
+    slots = settings.worker_urgent_slots if lane == Lane.urgent else settings.worker_max_jobs
     return UsherWorker(
         redis_url=redis_url,
         functions=[func(reconcile_job, name=RECONCILE_FUNCTION)],
-        queue_name=QUEUE_NAME,
+        queue_name=LANE_QUEUES[lane],
         redis_settings=redis_settings(redis_url),
-        on_startup=_startup,
-        on_shutdown=_shutdown,
+        on_startup=shared.startup,
         ctx={"settings": settings},
-        max_jobs=settings.worker_max_jobs,
+        max_jobs=slots,
         job_timeout=JOB_TIMEOUT_S,
         keep_result=KEEP_RESULT_S,
         max_tries=ARQ_MAX_TRIES,
         poll_delay=settings.worker_poll_delay_s,
-        handle_signals=handle_signals,
+        handle_signals=False,
     )
 
 
-async def run_worker(settings: Settings, redis_url: str) -> None:
-    """Run a worker until SIGINT or SIGTERM; arq binds to the loop it is built in."""
-    worker = build_worker(settings, redis_url)
+async def run_workers(settings: Settings, redis_url: str, *, handle_signals: bool) -> None:
+    """Run both lanes' workers until cancelled, or until SIGINT or SIGTERM if asked to."""
+    shared = SharedServices(settings)
+    workers = [build_worker(settings, redis_url, shared, lane=lane) for lane in Lane]
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(stop, _stop_all, workers, stop)
     try:
-        await worker.async_run()
+        await asyncio.gather(*(worker.async_run() for worker in workers))
     except asyncio.CancelledError:
         log.info("worker stopping")
     finally:
-        await worker.close()
+        for worker in workers:
+            await worker.close()
+        await shared.close()
+
+
+def _stop_all(workers: list[UsherWorker], stop: signal.Signals) -> None:
+    """Stop every lane's worker on a signal, as arq does for one."""
+    for worker in workers:
+        worker.handle_sig(stop)
+
+
+async def run_worker(settings: Settings, redis_url: str) -> None:
+    """Run a worker process until SIGINT or SIGTERM; arq binds to the loop it is built in."""
+    await run_workers(settings, redis_url, handle_signals=True)

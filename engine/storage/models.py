@@ -40,6 +40,13 @@ RUNNING_SQL = "status = 'running'"
 """At most one running job per identity and per group: the database guards single flight."""
 
 
+class Lane(StrEnum):
+    """Which worker slots run a job: access removal never waits behind a backlog of creates."""
+
+    normal = "normal"
+    urgent = "urgent"
+
+
 class ActionStatus(StrEnum):
     """How one flow run inside a job ended."""
 
@@ -230,6 +237,11 @@ class Job(SQLModel, table=True):
         description="A group job's members that joined or left: one row, however many.",
     )
     status: str = Field(default=JobStatus.queued, max_length=16)
+    lane: str = Field(
+        default=Lane.normal,
+        max_length=16,
+        description="urgent: the identity should lose access; reserved worker slots run it.",
+    )
     attempt: int = 1
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

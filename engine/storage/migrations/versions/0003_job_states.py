@@ -1,4 +1,4 @@
-"""job states, single flight, provenance, reconciled generation, the sign-in breaker
+"""job states and lanes, single flight, provenance, reconciled generation, the breaker
 
 Revision ID: 0003
 Revises: 0002
@@ -41,6 +41,9 @@ def upgrade() -> None:
             sa.Column("not_before", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
         )
         batch_op.add_column(sa.Column("superseded_by", sa.String(length=32), nullable=True))
+        batch_op.add_column(
+            sa.Column("lane", sa.String(length=16), server_default="normal", nullable=False)
+        )
     op.drop_index("uq_job_queued_identity", table_name="job")
     op.drop_index("uq_job_queued_group", table_name="job")
     _partial_unique("uq_job_pending_identity", "identity_id", PENDING)
@@ -89,5 +92,6 @@ def downgrade() -> None:
     _partial_unique("uq_job_queued_identity", "identity_id", QUEUED)
     _partial_unique("uq_job_queued_group", "group_id", QUEUED)
     with op.batch_alter_table("job", schema=None) as batch_op:
+        batch_op.drop_column("lane")
         batch_op.drop_column("superseded_by")
         batch_op.drop_column("not_before")
