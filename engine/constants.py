@@ -7,6 +7,14 @@ QUEUE_NAME: Final = f"{REDIS_PREFIX}queue"
 URGENT_QUEUE_NAME: Final = f"{REDIS_PREFIX}queue:urgent"
 """The queue of jobs that remove access; each worker keeps slots that read only it."""
 TOTP_STEP_PREFIX: Final = f"{REDIS_PREFIX}totp:"
+GATE_PREFIX: Final = f"{REDIS_PREFIX}gate:"
+"""A sorted set per integration: the running jobs' slot leases, scored by expiry."""
+PACE_PREFIX: Final = f"{REDIS_PREFIX}pace:"
+"""A counter per integration and minute: the actions started in that minute."""
+GATE_HOLD_S: Final = 2.0
+"""How long a job that found its integration's gate full waits before it is delivered again."""
+PACE_WAITS: Final = 3
+"""The most minute windows one action waits for its integration's pace before going anyway."""
 LOGIN_LOCK_PREFIX: Final = f"{REDIS_PREFIX}lock:login:"
 LOGIN_LOCK_S: Final = 15
 """The sign-in lock's lease: renewed while held, so a dead holder frees it within this."""

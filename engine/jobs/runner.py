@@ -25,10 +25,17 @@ from engine.automation.run import build_run, open_runner
 from engine.automation.runner import Artifact, FlowOutcome, FlowRunner, StepResult
 from engine.automation.sessions import SignIn, load_session
 from engine.automation.totp import TotpLedger
-from engine.constants import ACTION_BACKOFF_S, LEASE_RENEWALS, RETRY_JITTER
+from engine.constants import (
+    ACTION_BACKOFF_S,
+    GATE_HOLD_S,
+    LEASE_RENEWALS,
+    PACE_WAITS,
+    RETRY_JITTER,
+)
 from engine.jobs import state
 from engine.jobs.breaker import Breaker, BreakerOpen, is_open
-from engine.jobs.queue import JobQueue
+from engine.jobs.gate import Gate
+from engine.jobs.queue import REDIS_DOWN, JobQueue
 from engine.planner import Desired, PlannedAction, apply_success, desired_state, plan
 from engine.settings import Settings
 from engine.storage.db import Database
@@ -143,9 +150,65 @@ class JobRunner:
     def __init__(self, services: JobServices) -> None:
         self.services = services
         self.lost = False
+        self.gate: Gate | None = None
+        self.pace_limit = 0
 
     async def run(self, job_id: str, attempt: int) -> str:
-        """Claim a job attempt, run it and return its status; stale deliveries do nothing."""
+        """Pass the integration's gate, claim the attempt, run it; stale deliveries do nothing.
+
+        A job that finds its integration's gate full is held in the database and gives its
+        job slot back at once; the gate's next free slot releases it.
+        """
+        entered = await self._enter_gate(job_id, attempt)
+        if entered is None:
+            return "gated"
+        try:
+            return await self._claim_and_run(job_id, attempt)
+        finally:
+            if entered:
+                await self._leave_gate(job_id)
+
+    async def _enter_gate(self, job_id: str, attempt: int) -> bool | None:
+        """Take a slot of the job's integration; True if taken, False if none is needed.
+
+        None when the gate is full (or Redis cannot say): the job is then held for a moment.
+        """
+        services = self.services
+        async with services.db.session() as session:
+            job = await session.get(Job, job_id)
+            integration = await session.get(Integration, job.integration_id) if job else None
+        if job is None or integration is None or job.group_id is not None:
+            return False
+        try:
+            limits = load_app(services.settings.flows_dir, integration.app).limits
+        except AppError:
+            return False
+        self.gate = Gate(services.redis, integration.id, lease_s=services.settings.job_lease_s)
+        self.pace_limit = limits.actions_per_minute
+        try:
+            if await self.gate.enter(job_id, limits.concurrency):
+                return True
+        except REDIS_DOWN as error:
+            log.warning("job %s: the gate is unreachable, holding it: %s", job_id, error)
+        hold_s = GATE_HOLD_S * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+        await state.hold(services.db, job_id, attempt, seconds=hold_s)
+        self.gate = None
+        return None
+
+    async def _leave_gate(self, job_id: str) -> None:
+        """Give the slot back and deliver the integration's longest-held job into it."""
+        if self.gate is None:
+            return
+        with contextlib.suppress(*REDIS_DOWN):
+            await self.gate.leave(job_id)
+        async with self.services.db.session() as session:
+            job = await session.get(Job, job_id)
+        if job is not None:
+            released = await state.release_held(self.services.db, job.integration_id)
+            await self.services.queue.enqueue_all(released)
+
+    async def _claim_and_run(self, job_id: str, attempt: int) -> str:
+        """Claim a job attempt, run it and return its status."""
         services = self.services
         claimed = await state.claim(
             services.db,
@@ -194,6 +257,9 @@ class JobRunner:
             if not owned:
                 self.lost = True
                 return
+            if self.gate is not None:
+                with contextlib.suppress(*REDIS_DOWN):
+                    await self.gate.renew(lease.job_id)
 
     async def _expand_group(self, job: Job, lease: state.Lease) -> str:
         """Queue one identity job per user who joined or left the group."""
@@ -409,6 +475,7 @@ class JobRunner:
             session.add(action)
             await session.commit()
         sink = DbStepSink(self.services, run.job.id, action)
+        await self._keep_pace()
         try:
             if flow is None:
                 pass
@@ -427,6 +494,20 @@ class JobRunner:
             session.add(stored)
             await session.commit()
         return outcome, failure
+
+    async def _keep_pace(self) -> None:
+        """Wait, if need be, until the integration's actions-per-minute budget allows one more."""
+        if self.gate is None or not self.pace_limit:
+            return
+        for _ in range(PACE_WAITS):
+            try:
+                wait = await self.gate.pace(self.pace_limit)
+            except REDIS_DOWN:
+                return
+            if wait <= 0:
+                return
+            log.info("integration at its pace of %d actions a minute", self.pace_limit)
+            await asyncio.sleep(wait)
 
     async def _record_account(
         self,

@@ -508,6 +508,40 @@ async def due_jobs(db: Database, *, identity_id: str | None = None) -> Sequence[
         return (await session.exec(query)).all()
 
 
+async def hold(db: Database, job_id: str, attempt: int, *, seconds: float) -> None:
+    """Keep a deliverable job from being claimed for a while (its integration's gate is full)."""
+    async with db.session() as session:
+        await session.exec(
+            update(Job)
+            .where(Job.id == job_id, Job.attempt == attempt, col(Job.status).in_(DELIVERABLE))
+            .values(not_before=utcnow() + timedelta(seconds=seconds))
+        )
+        await session.commit()
+
+
+async def release_held(db: Database, integration_id: str) -> Sequence[Job]:
+    """Make the integration's longest-held queued job due now, to deliver when a slot frees."""
+    async with db.session() as session:
+        held = (
+            await session.exec(
+                select(Job)
+                .where(
+                    Job.integration_id == integration_id,
+                    Job.status == JobStatus.queued,
+                    col(Job.not_before) > utcnow(),
+                )
+                .order_by(col(Job.created_at))
+                .limit(1)
+            )
+        ).first()
+        if held is None:
+            return []
+        held.not_before = None
+        session.add(held)
+        await session.commit()
+        return [held]
+
+
 async def release_next(db: Database, job: Job) -> Sequence[Job]:
     """Return the pending job that waited for this finished one, due now."""
     if job.identity_id is None and job.group_id is None:

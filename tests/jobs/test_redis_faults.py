@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from engine.jobs.worker import UsherWorker
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.models import JobStatus
-from tests.harness import free_port
+from tests.harness import ROOT, free_port
 from tests.jobs.support import new_identity, pending_job, reload
 
 
@@ -132,13 +133,18 @@ async def test_the_sign_in_lock_without_redis_fails_transiently(nowhere: str) ->
     assert failed.value.transient and "lock" in str(failed.value)
 
 
-async def test_a_redis_error_in_a_job_retries_it(database: Database, nowhere: str) -> None:
-    """A Redis error escaping a job is a transient fault: retrying, not an internal error."""
+async def test_a_redis_error_in_a_job_retries_it(
+    database: Database, nowhere: str, tmp_path: Path
+) -> None:
+    """A Redis error escaping a job is a transient fault: retrying, not an internal error.
+
+    The flows folder is empty, so the job needs no gate and meets Redis only inside.
+    """
     job = await pending_job(database, await new_identity(database))
     redis = Redis.from_url(nowhere)
     queue = JobQueue(ArqRedis.from_url(nowhere))
     services = JobServices(
-        settings=Settings(),
+        settings=Settings(flows_dir=tmp_path),
         db=database,
         vault=None,  # type: ignore[arg-type]
         evidence=None,  # type: ignore[arg-type]
@@ -162,3 +168,31 @@ async def test_a_redis_error_in_a_job_retries_it(database: Database, nowhere: st
     assert status == JobStatus.retrying
     assert (stored.status, stored.attempt) == (JobStatus.retrying, job.attempt + 1)
     assert stored.error is not None and stored.error.startswith("Redis unavailable")
+
+
+async def test_a_job_whose_gate_is_unreachable_is_held_not_run(
+    database: Database, nowhere: str
+) -> None:
+    """No slot can be taken without Redis: the job is held a moment and given back."""
+    job = await pending_job(database, await new_identity(database))
+    redis = Redis.from_url(nowhere)
+    queue = JobQueue(ArqRedis.from_url(nowhere))
+    services = JobServices(
+        settings=Settings(flows_dir=ROOT / "flows"),
+        db=database,
+        vault=None,  # type: ignore[arg-type]
+        evidence=None,  # type: ignore[arg-type]
+        browsers=None,  # type: ignore[arg-type]
+        ledger=RedisTotpLedger(redis),
+        queue=queue,
+        redis=redis,
+    )
+    try:
+        status = await JobRunner(services).run(job.id, job.attempt)
+    finally:
+        await redis.aclose()
+        await queue.close()
+    stored = await reload(database, job.id)
+    assert status == "gated"
+    assert (stored.status, stored.attempt) == (JobStatus.queued, job.attempt)
+    assert stored.not_before is not None
