@@ -117,6 +117,21 @@ class FlowRunner:
         page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
         page.on("response", self._watch_response)
         page.on("requestfailed", self._watch_failed_request)
+        self.crashed = False
+        page.on("crash", self._on_crash)
+
+    def _on_crash(self, _: Page) -> None:
+        """Note that the page's renderer crashed: every later call on it fails."""
+        self.crashed = True
+
+    def _gone(self, error: BaseException) -> str | None:
+        """Return what died under a Playwright error: the page, its browser; None if alive."""
+        if self.crashed:
+            return "the page crashed"
+        if type(error).__name__ != "TargetClosedError" and not self.page.is_closed():
+            return None
+        browser = self.page.context.browser
+        return "the page closed" if browser and browser.is_connected() else "the browser closed"
 
     def _watch_response(self, response: Response) -> None:
         """Note a 5xx answer, fetches included: a failure after it is worth another try."""
@@ -185,6 +200,9 @@ class FlowRunner:
         except FlowFailed as error:
             await self._fail(step, position, started, matched, str(error), error.transient, error)
         except (PlaywrightError, TimeoutError) as error:
+            if gone := self._gone(error):
+                reason = f"{gone} during step {position} ({_first_line(error)})"
+                await self._fail(step, position, started, matched, reason, True)
             await self._fail(step, position, started, matched, _first_line(error), False)
         await self._record(step, position, started, status, matched, None)
         if branch:
@@ -489,7 +507,12 @@ class FlowRunner:
         extra: list[Artifact] | None = None,
     ) -> None:
         """Hand the step's result and screenshot to the sink."""
-        artifacts = [Artifact("screenshot", await self.screenshot(), "image/png", "png")]
+        try:
+            artifacts = [Artifact("screenshot", await self.screenshot(), "image/png", "png")]
+        except PlaywrightError as failure:
+            if not self._gone(failure):
+                raise
+            artifacts = []  # the page died: the step is still recorded, without its picture
         result = StepResult(
             position=position,
             name=self.redact(self._safe_title(step)),
