@@ -5,7 +5,7 @@ a fresh page of its own browser context with the navigation guard installed. Bui
 one place keeps the guards on every path that types into an app.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,10 +24,12 @@ def build_run(
     ledger: TotpLedger,
     account: str,
     step_timeout_ms: int,
+    halt: Callable[[], str | None] | None = None,
 ) -> RunContext:
     """Return what one run's flows may read: variables, secrets, hosts, files and TOTP ledger.
 
-    `account` keys the TOTP ledger, so two runs of one integration never reuse a code.
+    `account` keys the TOTP ledger, so two runs of one integration never reuse a code;
+    `halt` is asked before every step and stops the run when it gives a reason.
     """
     return RunContext(
         base_url=base_url,
@@ -38,6 +40,7 @@ def build_run(
         allowed_hosts=template.allowed_hosts if template else [],
         step_timeout_ms=step_timeout_ms,
         files_dir=template.folder if template else None,
+        halt=halt,
     )
 
 

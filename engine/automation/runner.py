@@ -2,6 +2,7 @@
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,6 +95,8 @@ class RunContext:
     allowed_hosts: list[str] = field(default_factory=list)
     step_timeout_ms: int = 10_000
     files_dir: Path | None = None
+    halt: Callable[[], str | None] | None = None
+    """Asked before every step: a reason to stop now (the job lost its lease), or None."""
 
 
 class _Already(Exception):
@@ -123,6 +126,12 @@ class FlowRunner:
     def _on_crash(self, _: Page) -> None:
         """Note that the page's renderer crashed: every later call on it fails."""
         self.crashed = True
+
+    @property
+    def dead(self) -> bool:
+        """Tell whether the page can no longer be used: crashed, closed or its browser gone."""
+        browser = self.page.context.browser
+        return self.crashed or self.page.is_closed() or not (browser and browser.is_connected())
 
     def _gone(self, error: BaseException) -> str | None:
         """Return what died under a Playwright error: the page, its browser; None if alive."""
@@ -185,6 +194,9 @@ class FlowRunner:
 
     async def _run_step(self, step: Step) -> None:
         """Run one step, screenshot it and record it; branch steps run their branch after."""
+        halted = self.run_context.halt() if self.run_context.halt else None
+        if halted:
+            raise FlowFailed(f"stopped before step {self.position + 1}: {halted}", transient=True)
         self.position += 1
         position, started = self.position, time.monotonic()
         matched: str | None = self._describe(step.locator) if step.locator else None

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from playwright.async_api import Error as PlaywrightError
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
@@ -135,7 +136,10 @@ class SignIn:
             async with self.db.session() as session:
                 kept = await load_session(session, self.vault, self.integration_id)
         if kept is not None and kept.generation > self.generation:
-            await context.add_cookies(kept.state.get("cookies", []))
+            try:
+                await context.add_cookies(kept.state.get("cookies", []))
+            except PlaywrightError as error:
+                raise FlowFailed(f"the browser went away: {error}", transient=True) from error
             self.generation = kept.generation
         self.fresh = False
         try:
@@ -146,7 +150,10 @@ class SignIn:
             raise
         self.fresh = not outcome.already
         if self.fresh:
-            state = dict(await context.storage_state())
+            try:
+                state = dict(await context.storage_state())
+            except PlaywrightError as error:
+                raise FlowFailed(f"the browser went away: {error}", transient=True) from error
             async with self.db.session() as session:
                 self.generation = await save_session(
                     session, self.vault, self.integration_id, state

@@ -361,6 +361,7 @@ class JobRunner:
             ledger=self.services.ledger,
             account=integration.id,
             step_timeout_ms=self.services.settings.step_timeout_ms,
+            halt=self._halt,
         )
         async with db.session() as session:
             kept = await load_session(session, self.services.vault, integration.id)
@@ -436,7 +437,7 @@ class JobRunner:
         tries = self.services.settings.action_tries
         outcome, failure = await self._run_action(run, planned)
         for retry in range(1, tries):
-            if failure is None or not failure.transient or self.lost:
+            if failure is None or not failure.transient or self.lost or run.runner.dead:
                 break
             await asyncio.sleep(action_backoff_s(retry))
             if not await self._still_owned(run.lease):
@@ -526,6 +527,10 @@ class JobRunner:
             session.add(stored)
             await session.commit()
             return stored
+
+    def _halt(self) -> str | None:
+        """Say why the job must stop before its next step: its lease was lost."""
+        return "this worker lost the job's lease; another attempt takes over" if self.lost else None
 
     async def _still_owned(self, lease: state.Lease) -> bool:
         """Tell whether this worker still holds the job: not cancelled, not reclaimed."""

@@ -131,3 +131,35 @@ async def test_a_needs_human_step_asks_for_a_person(
     )
     assert failure.needs_human and not failure.transient
     assert "Acme asks for a CAPTCHA" in str(failure)
+
+
+async def test_a_run_told_to_halt_stops_before_its_next_step(
+    browsers: BrowserPool, site: ThreadedServer, redis_url: str
+) -> None:
+    """A job that lost its lease types nothing more: the run stops at the next step."""
+    sink = RecordingSink()
+    reasons: list[str | None] = [None, "the job's lease was lost"]
+    context = RunContext(
+        base_url=site.url,
+        secrets={},
+        variables={"integration": {"base_url": site.url}},
+        ledger=RedisTotpLedger(Redis.from_url(redis_url)),
+        totp_account="halt",
+        halt=lambda: reasons.pop(0) if reasons else "the job's lease was lost",
+    )
+    flow = Flow.model_validate(
+        {
+            "action": "t",
+            "steps": [
+                {"goto": "{{ integration.base_url }}/"},
+                {"click": {"role": "button", "name": "Save"}},
+            ],
+        }
+    )
+    async with browsers.context() as browser_context:
+        runner = FlowRunner(await browser_context.new_page(), context)
+        with pytest.raises(FlowFailed) as failure:
+            await runner.run(flow, sink)
+    assert failure.value.transient
+    assert "stopped before step 2: the job's lease was lost" in str(failure.value)
+    assert [result.kind for result in sink.results] == ["goto"]
