@@ -164,6 +164,32 @@ class Membership(SQLModel, table=True):
     display: str | None = Field(default=None, max_length=500)
 
 
+class GroupMapping(SQLModel, table=True):
+    """An integration's rule: the members of a group named otherwise get an entitlement value.
+
+    A pushed group whose displayName or externalId is an entitlement value grants it without
+    a mapping. A mapping names its group by the externalId the IdP sent (Entra's objectId:
+    names change), else by the group's id, else as typed for a group not pushed yet.
+    """
+
+    __tablename__ = "group_mapping"
+    __table_args__ = (
+        UniqueConstraint(
+            "integration_id", "group_kind", "group_key", "value", name="uq_group_mapping"
+        ),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
+    group_kind: str = Field(
+        max_length=16,
+        description="external_id, id, or name: a displayName or externalId as typed.",
+    )
+    group_key: str = Field(max_length=500)
+    group_label: str = Field(max_length=500, description="The group's name when mapped.")
+    value: str = Field(max_length=500, description="The entitlement value its members get.")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class AppAccount(SQLModel, table=True):
     """What Usher last saw of an identity's account in the app, with the app's own key."""
 
