@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlmodel import col, select
 
+from engine.apps.grants import GroupSources, group_sources_of
 from engine.apps.integrations import lacking_secrets
 from engine.apps.profile import user_variables
 from engine.apps.template import AppError, AppTemplate, load_app
@@ -313,8 +314,8 @@ class JobRunner:
 
     async def _load(
         self, job: Job
-    ) -> tuple[Integration, AppTemplate, Identity, AppAccount, dict[str, str]]:
-        """Load what the job reconciles, creating the account row on first sight."""
+    ) -> tuple[Integration, AppTemplate, Identity, AppAccount, dict[str, str], GroupSources]:
+        """Load what the job reconciles and the identity's groups; make a new account's row."""
         async with self.services.db.session() as session:
             integration = await session.get(Integration, job.integration_id)
             identity = await session.get(Identity, job.identity_id)
@@ -327,18 +328,19 @@ class JobRunner:
                 session.add(account)
                 await session.commit()
             secrets = await self.services.vault.secrets_of(session, integration.id)
+            groups = await group_sources_of(session, integration.id, identity.id)
         template = load_app(self.services.settings.flows_dir, integration.app)
-        return integration, template, identity, account, secrets
+        return integration, template, identity, account, secrets, groups
 
     async def _reconcile(self, job: Job, lease: state.Lease) -> str:
         """Plan the job now and run each action's flow, recording the account after each."""
         db = self.services.db
         try:
-            integration, template, identity, account, secrets = await self._load(job)
+            integration, template, identity, account, secrets, groups = await self._load(job)
         except (AppError, VaultError) as error:
             return await state.finish(db, lease, JobStatus.blocked, str(error))
         generation = identity.generation
-        the_plan = plan(identity, account, template)
+        the_plan = plan(identity, account, template, groups)
         if the_plan.unsupported:
             log.warning("job %s: app %s lacks %s", job.id, template.name, the_plan.unsupported)
         if not the_plan.actions:
@@ -347,7 +349,7 @@ class JobRunner:
         if missing:
             blocked = lacking_secrets(integration.id, missing)
             return await state.finish(db, lease, JobStatus.blocked, blocked)
-        desired = desired_state(identity, template)
+        desired = desired_state(identity, template, groups)
         variables: dict[str, Any] = {
             "user": user_variables(identity.resource, template.extension),
             "account": {"key": account.app_key},
