@@ -1,13 +1,34 @@
 """Dirty-marking: a SCIM change and the job that will reconcile it commit together."""
 
-from typing import Protocol
+from typing import Any, Protocol
 
+from sqlalchemy import event, inspect
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.apps.grants import GroupRef, group_grants, mapping_rules
 from engine.apps.profile import watched_projection
 from engine.apps.template import AppTemplate
 from engine.jobs.state import ensure_pending, lane_of
-from engine.storage.models import Identity, Job, ScimGroup
+from engine.storage.models import Identity, Job, Membership, ScimGroup
+
+NAMES_BEFORE = "usher_names_before"
+"""Where a loaded group's row keeps the displayName and externalId it had when loaded."""
+
+
+@event.listens_for(ScimGroup.display_name, "set")
+@event.listens_for(ScimGroup.external_id, "set")
+def _keep_names_before(group: ScimGroup, value: Any, old: Any, initiator: Any) -> None:
+    """Note a loaded group's first displayName and externalId before a write changes them.
+
+    The SCIM storage flushes a group before telling the outbox, so the row's history is
+    gone by then; what a rename did to the group's grants is read from this note.
+    """
+    state = inspect(group)
+    if state.transient or state.pending:
+        return
+    before = state.info.setdefault(NAMES_BEFORE, {})
+    before.setdefault(initiator.key, old)
 
 
 class ChangeMarker(Protocol):
@@ -54,8 +75,12 @@ class Outbox:
         """Queue one job for the group with the members who joined or left.
 
         The ids go into the job's one row, so a push of thousands of members writes
-        one row in the request; the worker fans them out into identity jobs.
+        one row in the request; the worker fans them out into identity jobs. A rename or
+        a new externalId that changes what the group grants adds every member.
         """
+        if await self._grants_changed(group):
+            query = select(Membership.member_id).where(Membership.group_id == group.id)
+            changed_member_ids = changed_member_ids | set((await self.session.exec(query)).all())
         if not changed_member_ids:
             return
         group.generation += 1
@@ -64,3 +89,23 @@ class Outbox:
         job.members = sorted(set(job.members) | changed_member_ids)
         self.session.add(job)
         self.pending[job.id] = job
+
+    async def _grants_changed(self, group: ScimGroup) -> bool:
+        """Tell whether a write renamed the group so that it grants other values than before."""
+        before = inspect(group).info.pop(NAMES_BEFORE, None)
+        if not before:
+            return False
+        if any(value is not None and not isinstance(value, str) for value in before.values()):
+            return True  # the old name was not loaded: assume the grants changed
+        old = GroupRef(
+            group.id,
+            before.get("display_name", group.display_name),
+            before.get("external_id", group.external_id),
+        )
+        new = GroupRef(group.id, group.display_name, group.external_id)
+        if old == new:
+            return False
+        catalogue = {e.value for e in self.template.entitlements}
+        rules = await mapping_rules(self.session, group.integration_id)
+        values_before = {value for value, _ in group_grants(old, rules, catalogue)}
+        return values_before != {value for value, _ in group_grants(new, rules, catalogue)}

@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from engine.apps.grants import GroupSources, group_sources_of
@@ -263,7 +264,11 @@ class JobRunner:
                     await self.gate.renew(lease.job_id)
 
     async def _expand_group(self, job: Job, lease: state.Lease) -> str:
-        """Queue one identity job per user who joined or left the group."""
+        """Queue one identity job per user who joined or left the group.
+
+        Each member's generation moves on in the same transaction: what the groups grant
+        changed, so a member whose job then fails is behind and the sweep brings it back.
+        """
         async with self.services.db.session() as session:
             users = (
                 await session.exec(
@@ -273,6 +278,13 @@ class JobRunner:
                     )
                 )
             ).all()
+            if users:
+                await session.exec(
+                    update(Identity)
+                    .where(col(Identity.id).in_(users))
+                    .values(generation=col(Identity.generation) + 1)
+                    .execution_options(synchronize_session=False)
+                )
             jobs = [
                 await state.ensure_pending(session, job.integration_id, identity_id=user)
                 for user in users
