@@ -21,6 +21,8 @@ from engine.apps.integrations import (
     set_secret,
 )
 from engine.jobs.breaker import resume
+from engine.jobs.groups import map_group, unmap_group
+from engine.jobs.preview import plan_integration, render_plan
 from engine.settings import Settings
 from engine.storage.vault import Vault
 
@@ -208,6 +210,71 @@ def integrations_show(
         )
     )
     typer.echo(view.model_dump_json(indent=2) if as_json else render_integration(view))
+
+
+@integrations.command("map-group")
+def integrations_map_group(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    group: Annotated[str, typer.Argument(help="The group's displayName, externalId or id.")],
+    value: Annotated[str, typer.Argument(help="The entitlement value its members get.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Grant an entitlement value to the members of a group named otherwise."""
+    settings = settings_for(data_dir)
+    change, jobs = run(
+        lambda: in_session(
+            settings,
+            lambda s: map_group(s, settings, integration_id, group, value, actor="cli"),
+        )
+    )
+    mapping = change.mappings[0]
+    if not change.groups:
+        typer.echo(
+            f"group {mapping.group_label!r} -> {value}: no such group pushed yet; the mapping"
+            " applies once the IdP pushes a group with that displayName or externalId"
+        )
+        return
+    done = "mapped" if change.created else "already mapped"
+    typer.echo(
+        f"group {mapping.group_label!r} ({mapping.group_kind} {mapping.group}) {done} -> {value};"
+        f" {len(jobs)} group job(s) queued to re-evaluate its members"
+    )
+
+
+@integrations.command("unmap-group")
+def integrations_unmap_group(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    group: Annotated[str, typer.Argument(help="The group's displayName, externalId or id.")],
+    value: Annotated[
+        str | None, typer.Argument(help="Only this value's mapping (default: all of them).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Remove a group's mappings; its members lose what no other source grants."""
+    settings = settings_for(data_dir)
+    change, jobs = run(
+        lambda: in_session(
+            settings, lambda s: unmap_group(s, integration_id, group, value, actor="cli")
+        )
+    )
+    for mapping in change.mappings:
+        typer.echo(f"unmapped {mapping.group_label!r} -> {mapping.value}")
+    typer.echo(f"{len(jobs)} group job(s) queued to re-evaluate the members")
+
+
+@app.command("plan")
+def plan_command(
+    integration_id: Annotated[str, typer.Option("--integration", help="The integration's id.")],
+    user: Annotated[str | None, typer.Option(help="Only this userName (or identity id).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Show what each user's job would do now and what grants each action; run nothing."""
+    settings = settings_for(data_dir)
+    preview = run(
+        lambda: in_session(settings, lambda s: plan_integration(s, settings, integration_id, user))
+    )
+    typer.echo(preview.model_dump_json(indent=2) if as_json else render_plan(preview))
 
 
 @tokens.command("create")

@@ -1,11 +1,16 @@
 """Integrations for the IT admin: what to paste into the IdP, and the entitlement values."""
 
-from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Response, status
+from pydantic import BaseModel, Field
 
 from api.deps import CurrentOperator, DbDep, QueueDep, SessionDep, SettingsDep
+from engine.apps.grants import MappingView
 from engine.apps.integrations import IntegrationError, IntegrationView, describe_integration
+from engine.apps.mappings import MappingError
+from engine.apps.template import AppError
 from engine.jobs.breaker import resume
+from engine.jobs.groups import map_group, mappings_of, unmap_group
+from engine.jobs.preview import IntegrationPlan, plan_integration
 from engine.jobs.state import JobNotFound
 from engine.storage.vault import Vault
 
@@ -43,3 +48,104 @@ async def resume_integration(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     await queue.enqueue_all(released)
     return ResumeOut(id=integration_id, breaker="closed", released_jobs=len(released))
+
+
+def _refusal(error: Exception) -> HTTPException:
+    """Answer a mapping or plan error: 400 for what to fix, 404 for what is not there."""
+    if isinstance(error, MappingError | AppError):
+        return HTTPException(status.HTTP_400_BAD_REQUEST, str(error))
+    return HTTPException(status.HTTP_404_NOT_FOUND, str(error))
+
+
+class MappingIn(BaseModel):
+    """Map a group (displayName, externalId or id) to an entitlement value."""
+
+    group: str = Field(min_length=1, max_length=500)
+    value: str = Field(min_length=1, max_length=500)
+
+
+class MappingOut(BaseModel):
+    """A mapping, whether it was new, and the group jobs queued for its members."""
+
+    mapping: MappingView
+    created: bool
+    group_pushed: bool
+    queued_jobs: int
+
+
+class UnmappedOut(BaseModel):
+    """The mappings removed and the group jobs queued for their members."""
+
+    removed: list[MappingView]
+    queued_jobs: int
+
+
+@router.get("/{integration_id}/mappings", response_model=list[MappingView])
+async def get_mappings(
+    integration_id: str, _operator: CurrentOperator, session: SessionDep
+) -> list[MappingView]:
+    """List an integration's group mappings."""
+    try:
+        return await mappings_of(session, integration_id)
+    except IntegrationError as error:
+        raise _refusal(error) from None
+
+
+@router.post("/{integration_id}/mappings", response_model=MappingOut)
+async def post_mapping(
+    integration_id: str,
+    body: MappingIn,
+    response: Response,
+    _operator: CurrentOperator,
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+) -> MappingOut:
+    """Grant a value to a group's members (201; 200 when that mapping already exists)."""
+    try:
+        change, jobs = await map_group(
+            session, settings, integration_id, body.group, body.value, actor="api"
+        )
+    except (IntegrationError, AppError) as error:
+        raise _refusal(error) from None
+    await queue.enqueue_all(jobs)
+    response.status_code = status.HTTP_201_CREATED if change.created else status.HTTP_200_OK
+    return MappingOut(
+        mapping=change.mappings[0],
+        created=change.created,
+        group_pushed=bool(change.groups),
+        queued_jobs=len(jobs),
+    )
+
+
+@router.delete("/{integration_id}/mappings", response_model=UnmappedOut)
+async def delete_mappings(
+    integration_id: str,
+    group: str,
+    _operator: CurrentOperator,
+    session: SessionDep,
+    queue: QueueDep,
+    value: str | None = None,
+) -> UnmappedOut:
+    """Remove a group's mappings (`?group=NAME[&value=V]`); its members are re-evaluated."""
+    try:
+        change, jobs = await unmap_group(session, integration_id, group, value, actor="api")
+    except IntegrationError as error:
+        raise _refusal(error) from None
+    await queue.enqueue_all(jobs)
+    return UnmappedOut(removed=change.mappings, queued_jobs=len(jobs))
+
+
+@router.get("/{integration_id}/plan", response_model=IntegrationPlan)
+async def get_plan(
+    integration_id: str,
+    _operator: CurrentOperator,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: str | None = None,
+) -> IntegrationPlan:
+    """What each identity's job would do now, with what grants each action; nothing runs."""
+    try:
+        return await plan_integration(session, settings, integration_id, user)
+    except (IntegrationError, AppError) as error:
+        raise _refusal(error) from None

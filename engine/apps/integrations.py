@@ -7,6 +7,13 @@ from pydantic import BaseModel
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.apps.grants import (
+    MappingView,
+    granting_nothing,
+    list_mappings,
+    live_groups,
+    mapping_rules,
+)
 from engine.apps.template import AppTemplate, catalogue_endpoint_of, load_app
 from engine.constants import TOKEN_PREFIX_API, TOKEN_PREFIX_SCIM
 from engine.settings import Settings
@@ -152,8 +159,17 @@ class CatalogueEntry(BaseModel):
     scim_endpoint: str
 
 
+class IdleGroup(BaseModel):
+    """A pushed group that matches no entitlement value and no mapping: it grants nothing."""
+
+    id: str
+    display_name: str
+    external_id: str | None
+    members: int
+
+
 class IntegrationView(BaseModel):
-    """What the IT admin needs to connect an IdP: SCIM URL, app, health, secrets, catalogue."""
+    """What the IT admin needs: SCIM URL, app, health, secrets, catalogue, groups, mappings."""
 
     id: str
     name: str
@@ -167,6 +183,8 @@ class IntegrationView(BaseModel):
     refused_sign_ins: int
     missing_secrets: list[str]
     entitlements: list[CatalogueEntry]
+    mappings: list[MappingView]
+    groups_granting_nothing: list[IdleGroup]
     created_at: datetime
 
 
@@ -183,6 +201,13 @@ async def describe_integration(
         )
         for e in template.entitlements
     ]
+    groups = await live_groups(session, integration.id)
+    members = {group.id: count for group, count in groups}
+    idle = granting_nothing(
+        [group for group, _ in groups],
+        await mapping_rules(session, integration.id),
+        {e.value for e in template.entitlements},
+    )
     return IntegrationView(
         id=integration.id,
         name=integration.name,
@@ -196,6 +221,16 @@ async def describe_integration(
         refused_sign_ins=integration.refusals,
         missing_secrets=await missing_secrets(session, vault, integration, template),
         entitlements=entries,
+        mappings=await list_mappings(session, integration.id),
+        groups_granting_nothing=[
+            IdleGroup(
+                id=g.id,
+                display_name=g.display_name,
+                external_id=g.external_id,
+                members=members[g.id],
+            )
+            for g in idle
+        ],
         created_at=integration.created_at,
     )
 
@@ -224,4 +259,18 @@ def render_integration(view: IntegrationView) -> str:
         )
     if not view.entitlements:
         lines.append("  none")
+    lines.append("group mappings (usher integrations map-group ID GROUP VALUE)")
+    for mapping in view.mappings:
+        named = f" ({mapping.group_kind} {mapping.group})"
+        if mapping.group == mapping.group_label:
+            named = ""
+        lines.append(f"  {mapping.group_label}{named} -> {mapping.value}")
+    if not view.mappings:
+        lines.append("  none")
+    if view.groups_granting_nothing:
+        lines.append("groups that grant nothing (name them after a value, or map them)")
+        for group in view.groups_granting_nothing:
+            external = f", externalId {group.external_id}" if group.external_id else ""
+            plural = "" if group.members == 1 else "s"
+            lines.append(f"  {group.display_name} ({group.members} member{plural}{external})")
     return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""What the jobs would do now: each identity's plan and what grants each action, run nowhere.
+
+The preview loads the same data a job loads (the identity, the account Usher last knew,
+its live groups and the integration's mappings) and calls the same planner; it writes
+nothing, opens no browser and queues no job.
+"""
+
+from pydantic import BaseModel
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.apps.grants import load_groups, name_key
+from engine.apps.integrations import IntegrationError, get_integration
+from engine.apps.template import load_app
+from engine.planner import PlannedAction, plan
+from engine.settings import Settings
+from engine.storage.models import AppAccount, Identity
+
+NO_SOURCE = "no source grants it any more"
+"""What a revoke shows in place of sources."""
+
+
+class ActionPreview(BaseModel):
+    """One action a job would run, with what grants its entitlement value."""
+
+    name: str
+    target: str | None
+    sources: list[str]
+
+
+class IdentityPlan(BaseModel):
+    """The actions one identity's job would run now."""
+
+    identity_id: str
+    user_name: str
+    deleted: bool
+    actions: list[ActionPreview]
+    unsupported: list[str]
+
+
+class IntegrationPlan(BaseModel):
+    """The plans of an integration's identities (or of one)."""
+
+    integration_id: str
+    app: str
+    identities: list[IdentityPlan]
+
+
+def _action(planned: PlannedAction) -> ActionPreview:
+    """Return the preview of a planned action."""
+    return ActionPreview(name=planned.name, target=planned.target, sources=list(planned.sources))
+
+
+async def plan_integration(
+    session: AsyncSession, settings: Settings, integration_id: str, user: str | None = None
+) -> IntegrationPlan:
+    """Return what each identity's job would do now, by userName; a deleted identity's plan
+    only when there is something left to do. `user` is a userName (any case) or an id.
+    """
+    integration = await get_integration(session, integration_id)
+    template = load_app(settings.flows_dir, integration.app)
+    query = select(Identity).where(Identity.integration_id == integration.id)
+    if user is not None:
+        query = query.where(
+            (col(Identity.id) == user) | (col(Identity.user_name_key) == name_key(user))
+        )
+    identities = (await session.exec(query.order_by(col(Identity.user_name)))).all()
+    if user is not None and not identities:
+        raise IntegrationError(f"integration {integration.id} has no user {user!r}")
+    one = identities[0].id if user is not None else None
+    groups = await load_groups(session, integration.id, one)
+    accounts_query = select(AppAccount).where(AppAccount.integration_id == integration.id)
+    if one is not None:
+        accounts_query = accounts_query.where(AppAccount.identity_id == one)
+    accounts = {a.identity_id: a for a in (await session.exec(accounts_query)).all()}
+    plans: list[IdentityPlan] = []
+    for identity in identities:
+        account = accounts.get(identity.id) or AppAccount(
+            integration_id=integration.id, identity_id=identity.id
+        )
+        planned = plan(identity, account, template, groups.of(identity.id))
+        deleted = identity.deleted_at is not None
+        if deleted and not planned.actions and user is None:
+            continue
+        plans.append(
+            IdentityPlan(
+                identity_id=identity.id,
+                user_name=identity.user_name,
+                deleted=deleted,
+                actions=[_action(a) for a in planned.actions],
+                unsupported=planned.unsupported,
+            )
+        )
+    return IntegrationPlan(integration_id=integration.id, app=template.name, identities=plans)
+
+
+def render_plan(preview: IntegrationPlan) -> str:
+    """Lay a plan out for a terminal: per user, each action and what grants it."""
+    lines = [f"integration  {preview.integration_id} ({preview.app}): nothing is run"]
+    for identity in preview.identities:
+        lines.append(identity.user_name + (" (deleted)" if identity.deleted else ""))
+        width = max((len(_head(a)) for a in identity.actions), default=0)
+        for action in identity.actions:
+            why = ", ".join(action.sources)
+            if action.name == "revoke_entitlement":
+                why = NO_SOURCE
+            lines.append(f"  {_head(action):<{width}}  <- {why}" if why else f"  {_head(action)}")
+        if identity.unsupported:
+            lines.append(f"  the app cannot: {', '.join(identity.unsupported)}")
+        if not identity.actions and not identity.unsupported:
+            lines.append("  nothing to do")
+    if not preview.identities:
+        lines.append("no users")
+    return "\n".join(lines)
+
+
+def _head(action: ActionPreview) -> str:
+    """Return an action's name and target."""
+    return f"{action.name} {action.target}" if action.target else action.name
