@@ -1,13 +1,16 @@
 """Helpers the tests share: running Usher's processes and connecting Acme."""
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -26,6 +29,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def other_redis_db(redis_url: str, db: int) -> str:
+    """Return the URL of another database on the same Redis server, away from the workers'."""
+    parts = urlsplit(redis_url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 def wait_for(predicate: object, timeout_s: float, what: str) -> None:
@@ -52,6 +61,24 @@ class Usher:
     def logs(self) -> str:
         """Return everything both processes logged so far."""
         return "".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+    def worker_env(self, **settings: str) -> dict[str, str]:
+        """Return the environment of an extra worker on this Usher, with settings on top.
+
+        `job_lease_s="2"` becomes `USHER_JOB_LEASE_S=2`.
+        """
+        env = usher_env(self.settings.data_dir, self.redis_url, free_port())
+        env.update({f"USHER_{name.upper()}": value for name, value in settings.items()})
+        return env
+
+    @contextlib.contextmanager
+    def own_worker_paused(self) -> Iterator[None]:
+        """Pause the session's worker, so that only the workers a test starts take jobs."""
+        os.kill(self.worker.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.worker.pid, signal.SIGCONT)
 
 
 def usher_env(data_dir: Path, redis_url: str, port: int) -> dict[str, str]:

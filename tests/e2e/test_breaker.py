@@ -6,8 +6,6 @@ fixing the secret and resuming provisions everyone.
 """
 
 import asyncio
-import os
-import signal
 import time
 
 import httpx
@@ -23,10 +21,8 @@ from tests.e2e.test_okta_create import scim_post, wait_job
 from tests.harness import (
     Connected,
     Usher,
-    free_port,
     start_process,
     stop_process,
-    usher_env,
 )
 
 PEOPLE = [f"locked{n}@example.com" for n in range(8)]
@@ -99,36 +95,40 @@ async def test_a_probe_closes_the_breaker_once_the_secret_is_fixed(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
     """No operator resume: after the cool-down, a real sign-in in a fresh context closes it."""
-    env = usher_env(usher.settings.data_dir, usher.redis_url, free_port())
-    env |= {"USHER_BREAKER_COOLDOWN_S": "2", "USHER_RELAY_EVERY_S": "0.5"}
-    os.kill(usher.worker.pid, signal.SIGSTOP)
-    worker = start_process("worker", env, usher.log_dir / "worker-probe.log")
-    try:
-        vault = Vault.from_path(usher.settings.vault_key_path)
-        async with usher_db.session() as session:
-            await set_secret(
-                session, usher.settings, vault, connected.id, "admin_password", "wrong"
-            )
-        emails = ["probe1@example.com", "probe2@example.com", "probe3@example.com"]
-        identities = []
-        for email in emails:
-            response = await scim_post(connected, okta_user(email, "Probe", "Me"))
-            identities.append(response.json()["id"])
-        await wait_all_waiting(usher_db, connected.id, len(emails))
-        async with usher_db.session() as session:
-            await set_secret(
-                session, usher.settings, vault, connected.id, "admin_password", acme.state.password
-            )
-        for identity, email in zip(identities, emails, strict=True):
-            job = await wait_job(usher_db, identity, timeout_s=90)
-            assert job.status == JobStatus.succeeded, job.error
-            assert len(acme.state.users_with_email(email)) == 1
-        async with usher_db.session() as session:
-            integration = await session.get(Integration, connected.id)
-        assert integration is not None
-        assert (integration.breaker, integration.health) == ("closed", "healthy")
-        assert "probe" in (worker_log := (usher.log_dir / "worker-probe.log").read_text())
-        assert "Traceback" not in worker_log
-    finally:
-        stop_process(worker)
-        os.kill(usher.worker.pid, signal.SIGCONT)
+    env = usher.worker_env(breaker_cooldown_s="2", relay_every_s="0.5")
+    with usher.own_worker_paused():
+        worker = start_process("worker", env, usher.log_dir / "worker-probe.log")
+        try:
+            await probe_after_fix(usher, usher_db, acme, connected)
+            log = (usher.log_dir / "worker-probe.log").read_text()
+            assert "signed in: breaker closed" in log
+            assert "Traceback" not in log
+        finally:
+            stop_process(worker)
+
+
+async def probe_after_fix(
+    usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
+) -> None:
+    """Open the breaker with a wrong password, fix it, and wait for the probe to close it."""
+    vault = Vault.from_path(usher.settings.vault_key_path)
+    async with usher_db.session() as session:
+        await set_secret(session, usher.settings, vault, connected.id, "admin_password", "wrong")
+    emails = ["probe1@example.com", "probe2@example.com", "probe3@example.com"]
+    identities = []
+    for email in emails:
+        response = await scim_post(connected, okta_user(email, "Probe", "Me"))
+        identities.append(response.json()["id"])
+    await wait_all_waiting(usher_db, connected.id, len(emails))
+    async with usher_db.session() as session:
+        await set_secret(
+            session, usher.settings, vault, connected.id, "admin_password", acme.state.password
+        )
+    for identity, email in zip(identities, emails, strict=True):
+        job = await wait_job(usher_db, identity, timeout_s=90)
+        assert job.status == JobStatus.succeeded, job.error
+        assert len(acme.state.users_with_email(email)) == 1
+    async with usher_db.session() as session:
+        integration = await session.get(Integration, connected.id)
+    assert integration is not None
+    assert (integration.breaker, integration.health) == ("closed", "healthy")

@@ -1,16 +1,14 @@
 """A worker recycles its Chromium every two jobs under load without failing a single job."""
 
 import asyncio
-import os
 import re
-import signal
 
 from engine.storage.db import Database
 from engine.storage.models import JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import scim_post, wait_job
-from tests.harness import Connected, Usher, free_port, start_process, stop_process, usher_env
+from tests.harness import Connected, Usher, start_process, stop_process
 
 USERS = 12
 WAIT_S = 120
@@ -22,31 +20,28 @@ async def test_recycling_the_browser_loses_no_job(
 ) -> None:
     """Two slots share a Chromium retired after every two contexts: twelve creates all
     succeed on their first attempt, one Acme account each, and the log shows the drain."""
-    env = usher_env(usher.settings.data_dir, usher.redis_url, free_port())
-    env["USHER_BROWSER_JOBS_BEFORE_RESTART"] = "2"
-    env["USHER_WORKER_MAX_JOBS"] = "2"
+    env = usher.worker_env(browser_jobs_before_restart="2", worker_max_jobs="2")
     log = usher.log_dir / "worker-recycling.log"
-    os.kill(usher.worker.pid, signal.SIGSTOP)
-    worker = start_process("worker", env, log)
-    try:
-        emails = [f"rhea.recycle{n}@example.com" for n in range(USERS)]
-        responses = await asyncio.gather(
-            *(
-                scim_post(connected, okta_user(email, "Rhea", f"Recycle{n}"))
-                for n, email in enumerate(emails)
+    with usher.own_worker_paused():
+        worker = start_process("worker", env, log)
+        try:
+            emails = [f"rhea.recycle{n}@example.com" for n in range(USERS)]
+            responses = await asyncio.gather(
+                *(
+                    scim_post(connected, okta_user(email, "Rhea", f"Recycle{n}"))
+                    for n, email in enumerate(emails)
+                )
             )
-        )
-        assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
-        jobs = await asyncio.gather(
-            *(wait_job(usher_db, r.json()["id"], timeout_s=WAIT_S) for r in responses)
-        )
-        for job in jobs:
-            assert (job.status, job.attempt) == (JobStatus.succeeded, 1), job.error
-        for email in emails:
-            assert len(acme.state.users_with_email(email)) == 1, email
-    finally:
-        stop_process(worker)
-        os.kill(usher.worker.pid, signal.SIGCONT)
+            assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
+            jobs = await asyncio.gather(
+                *(wait_job(usher_db, r.json()["id"], timeout_s=WAIT_S) for r in responses)
+            )
+            for job in jobs:
+                assert (job.status, job.attempt) == (JobStatus.succeeded, 1), job.error
+            for email in emails:
+                assert len(acme.state.users_with_email(email)) == 1, email
+        finally:
+            stop_process(worker)
 
     text = log.read_text(errors="replace")
     retired = re.findall(r"chromium (\d+) retired: it served 2 jobs", text)

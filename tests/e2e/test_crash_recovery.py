@@ -1,8 +1,6 @@
 """Nothing is lost when a worker dies mid-job: the relay reclaims it and another finishes."""
 
 import asyncio
-import os
-import signal
 import time
 
 from sqlmodel import select
@@ -15,10 +13,8 @@ from tests.e2e.test_okta_create import scim_post, wait_job
 from tests.harness import (
     Connected,
     Usher,
-    free_port,
     start_process,
     stop_process,
-    usher_env,
 )
 
 
@@ -38,30 +34,29 @@ async def test_a_job_whose_worker_is_killed_is_reclaimed(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
     """SIGKILL the worker mid-job; after the lease lapses a new worker's relay finishes it."""
-    env = usher_env(usher.settings.data_dir, usher.redis_url, free_port())
-    env["USHER_JOB_LEASE_S"] = "2"
-    os.kill(usher.worker.pid, signal.SIGSTOP)
-    doomed = start_process("worker", env, usher.log_dir / "worker-doomed.log")
-    rescuer = None
-    try:
-        acme.state.slow_ms = 800
-        response = await scim_post(connected, okta_user("nia.crash@example.com", "Nia", "Crash"))
-        assert response.status_code == 201, response.text
-        identity = response.json()["id"]
-        running = await wait_running(usher_db, identity)
-        doomed.kill()
-        doomed.wait()
-        acme.state.slow_ms = 0
-        await asyncio.sleep(2.5)
-        rescuer = start_process("worker", env, usher.log_dir / "worker-rescuer.log")
-        job = await wait_job(usher_db, identity, timeout_s=60)
-        assert job.id == running.id
-        assert job.status == JobStatus.succeeded, job.error
-        assert job.attempt == 2
-        assert len(acme.state.users_with_email("nia.crash@example.com")) == 1
-    finally:
-        acme.state.slow_ms = 0
-        stop_process(doomed)
-        if rescuer is not None:
-            stop_process(rescuer)
-        os.kill(usher.worker.pid, signal.SIGCONT)
+    env = usher.worker_env(job_lease_s="2")
+    with usher.own_worker_paused():
+        doomed = start_process("worker", env, usher.log_dir / "worker-doomed.log")
+        rescuer = None
+        try:
+            acme.state.slow_ms = 800
+            body = okta_user("nia.crash@example.com", "Nia", "Crash")
+            response = await scim_post(connected, body)
+            assert response.status_code == 201, response.text
+            identity = response.json()["id"]
+            running = await wait_running(usher_db, identity)
+            doomed.kill()
+            doomed.wait()
+            acme.state.slow_ms = 0
+            await asyncio.sleep(2.5)
+            rescuer = start_process("worker", env, usher.log_dir / "worker-rescuer.log")
+            job = await wait_job(usher_db, identity, timeout_s=60)
+            assert job.id == running.id
+            assert job.status == JobStatus.succeeded, job.error
+            assert job.attempt == 2
+            assert len(acme.state.users_with_email("nia.crash@example.com")) == 1
+        finally:
+            acme.state.slow_ms = 0
+            stop_process(doomed)
+            if rescuer is not None:
+                stop_process(rescuer)

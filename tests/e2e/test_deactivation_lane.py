@@ -1,8 +1,5 @@
 """Access removal goes first: deactivations run on reserved slots, not behind the creates."""
 
-import asyncio
-import os
-import signal
 import time
 
 import httpx
@@ -16,10 +13,8 @@ from tests.e2e.test_okta_create import scim_post, wait_job
 from tests.harness import (
     Connected,
     Usher,
-    free_port,
     start_process,
     stop_process,
-    usher_env,
 )
 
 LEAVERS = [f"leaver{n}@example.com" for n in range(3)]
@@ -55,34 +50,31 @@ async def test_deactivations_overtake_a_backlog_of_creates(
     for identity in leavers:
         assert (await wait_job(usher_db, identity)).status == JobStatus.succeeded
 
-    env = usher_env(usher.settings.data_dir, usher.redis_url, free_port())
-    env |= {"USHER_WORKER_MAX_JOBS": "1", "USHER_WORKER_URGENT_SLOTS": "1"}
-    os.kill(usher.worker.pid, signal.SIGSTOP)
-    worker = start_process("worker", env, usher.log_dir / "worker-lanes.log")
-    try:
-        acme.state.slow_ms = 150
-        joiners = []
-        for email in BACKLOG:
-            response = await scim_post(connected, okta_user(email, "Joining", "Now"))
-            joiners.append(response.json()["id"])
-        for identity in leavers:
-            await deactivate(connected, identity)
-        started = time.monotonic()
-        for identity in leavers:
-            job = await wait_job(usher_db, identity, timeout_s=120)
-            assert job.status == JobStatus.succeeded, job.error
-            assert job.lane == Lane.urgent
-        took = time.monotonic() - started
-        done = await finished_creates(usher_db, joiners)
-        assert done < len(BACKLOG) / 2, f"{done} creates finished first; leavers took {took:.1f}s"
-        for email in LEAVERS:
-            assert [u.active for u in acme.state.users_with_email(email)] == [False]
-        acme.state.slow_ms = 0
-        for identity in joiners:
-            assert (await wait_job(usher_db, identity, timeout_s=180)).status == "succeeded"
-        assert all(len(acme.state.users_with_email(e)) == 1 for e in BACKLOG)
-    finally:
-        acme.state.slow_ms = 0
-        stop_process(worker)
-        os.kill(usher.worker.pid, signal.SIGCONT)
-        await asyncio.sleep(0)
+    env = usher.worker_env(worker_max_jobs="1", worker_urgent_slots="1")
+    with usher.own_worker_paused():
+        worker = start_process("worker", env, usher.log_dir / "worker-lanes.log")
+        try:
+            acme.state.slow_ms = 150
+            joiners = []
+            for email in BACKLOG:
+                response = await scim_post(connected, okta_user(email, "Joining", "Now"))
+                joiners.append(response.json()["id"])
+            for identity in leavers:
+                await deactivate(connected, identity)
+            started = time.monotonic()
+            for identity in leavers:
+                job = await wait_job(usher_db, identity, timeout_s=120)
+                assert job.status == JobStatus.succeeded, job.error
+                assert job.lane == Lane.urgent
+            took = time.monotonic() - started
+            done = await finished_creates(usher_db, joiners)
+            assert done < len(BACKLOG) / 2, f"{done} creates went first; leavers took {took:.1f}s"
+            for email in LEAVERS:
+                assert [u.active for u in acme.state.users_with_email(email)] == [False]
+            acme.state.slow_ms = 0
+            for identity in joiners:
+                assert (await wait_job(usher_db, identity, timeout_s=180)).status == "succeeded"
+            assert all(len(acme.state.users_with_email(e)) == 1 for e in BACKLOG)
+        finally:
+            acme.state.slow_ms = 0
+            stop_process(worker)

@@ -3,8 +3,6 @@
 import asyncio
 import hashlib
 import io
-import os
-import signal
 import time
 
 import httpx
@@ -181,8 +179,7 @@ async def test_ten_changes_before_the_worker_runs_are_one_job(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
     """Ten SCIM changes while the worker is paused: one job row, one queued arq job."""
-    os.kill(usher.worker.pid, signal.SIGSTOP)
-    try:
+    with usher.own_worker_paused():
         response = await scim_post(connected, okta_user("fay.flux@example.com", "Fay", "Flux"))
         assert response.status_code == 201, response.text
         user = response.json()
@@ -202,8 +199,6 @@ async def test_ten_changes_before_the_worker_runs_are_one_job(
         queued = await pool.queued_jobs(queue_name=QUEUE_NAME)
         await pool.aclose()
         assert [j.job_id for j in queued if j.job_id.startswith(jobs[0].id)] == [f"{jobs[0].id}:1"]
-    finally:
-        os.kill(usher.worker.pid, signal.SIGCONT)
     job = await wait_job(usher_db, user["id"])
     assert job.status == JobStatus.succeeded
     accounts = acme.state.users_with_email("fay.flux@example.com")

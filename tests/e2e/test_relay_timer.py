@@ -1,8 +1,6 @@
 """The relay runs on its own timer: a dead worker's job comes back while every slot is busy."""
 
 import asyncio
-import os
-import signal
 import time
 
 from sqlmodel import select
@@ -12,7 +10,7 @@ from engine.storage.models import Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.test_okta_create import scim_post, wait_job
-from tests.harness import Connected, Usher, free_port, start_process, stop_process, usher_env
+from tests.harness import Connected, Usher, start_process, stop_process
 
 LEASE_S = 2
 RELAY_EVERY_S = 1
@@ -40,47 +38,41 @@ async def test_a_dead_workers_job_is_reclaimed_within_lease_and_one_relay_period
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
     """Kill a worker mid-job; the survivor's only slot is busy, yet its relay reclaims on time."""
-    env = usher_env(usher.settings.data_dir, usher.redis_url, free_port())
-    env |= {
-        "USHER_JOB_LEASE_S": str(LEASE_S),
-        "USHER_RELAY_EVERY_S": str(RELAY_EVERY_S),
-        "USHER_WORKER_MAX_JOBS": "1",
-    }
-    os.kill(usher.worker.pid, signal.SIGSTOP)
-    doomed = start_process("worker", env, usher.log_dir / "worker-timer-doomed.log")
-    survivor = None
-    try:
-        acme.state.slow_ms = 700
-        lost = await scim_post(connected, okta_user("ola.lost@example.com", "Ola", "Lost"))
-        lost_id = lost.json()["id"]
-        await wait_status(usher_db, lost_id, JobStatus.running)
-        doomed.kill()
-        doomed.wait()
-        killed_at = time.monotonic()
+    env = usher.worker_env(
+        job_lease_s=str(LEASE_S), relay_every_s=str(RELAY_EVERY_S), worker_max_jobs="1"
+    )
+    with usher.own_worker_paused():
+        doomed = start_process("worker", env, usher.log_dir / "worker-timer-doomed.log")
+        survivor = None
+        try:
+            acme.state.slow_ms = 700
+            lost = await scim_post(connected, okta_user("ola.lost@example.com", "Ola", "Lost"))
+            lost_id = lost.json()["id"]
+            await wait_status(usher_db, lost_id, JobStatus.running)
+            doomed.kill()
+            doomed.wait()
+            killed_at = time.monotonic()
 
-        survivor = start_process("worker", env, usher.log_dir / "worker-timer-survivor.log")
-        busy = await scim_post(connected, okta_user("bea.busy@example.com", "Bea", "Busy"))
-        busy_id = busy.json()["id"]
-        await wait_status(usher_db, busy_id, JobStatus.running)
+            survivor = start_process("worker", env, usher.log_dir / "worker-timer-survivor.log")
+            busy = await scim_post(connected, okta_user("bea.busy@example.com", "Bea", "Busy"))
+            busy_id = busy.json()["id"]
+            await wait_status(usher_db, busy_id, JobStatus.running)
 
-        back = await wait_status(usher_db, lost_id, JobStatus.retrying, timeout_s=20)
-        waited = time.monotonic() - killed_at
-        busy_job = await job_of(usher_db, busy_id)
-        assert busy_job is not None and busy_job.status == JobStatus.running, "the slot was busy"
-        assert back.attempt == 2
-        assert waited < LEASE_S + RELAY_EVERY_S + 2.5, f"reclaimed after {waited:.1f}s"
+            back = await wait_status(usher_db, lost_id, JobStatus.retrying, timeout_s=20)
+            waited = time.monotonic() - killed_at
+            busy_job = await job_of(usher_db, busy_id)
+            assert busy_job is not None and busy_job.status == JobStatus.running, "slot busy"
+            assert back.attempt == 2
+            assert waited < LEASE_S + RELAY_EVERY_S + 2.5, f"reclaimed after {waited:.1f}s"
 
-        acme.state.slow_ms = 0
-        for identity, email in (
-            (lost_id, "ola.lost@example.com"),
-            (busy_id, "bea.busy@example.com"),
-        ):
-            job = await wait_job(usher_db, identity, timeout_s=90)
-            assert job.status == JobStatus.succeeded, job.error
-            assert len(acme.state.users_with_email(email)) == 1
-    finally:
-        acme.state.slow_ms = 0
-        stop_process(doomed)
-        if survivor is not None:
-            stop_process(survivor)
-        os.kill(usher.worker.pid, signal.SIGCONT)
+            acme.state.slow_ms = 0
+            people = ((lost_id, "ola.lost@example.com"), (busy_id, "bea.busy@example.com"))
+            for identity, email in people:
+                job = await wait_job(usher_db, identity, timeout_s=90)
+                assert job.status == JobStatus.succeeded, job.error
+                assert len(acme.state.users_with_email(email)) == 1
+        finally:
+            acme.state.slow_ms = 0
+            stop_process(doomed)
+            if survivor is not None:
+                stop_process(survivor)

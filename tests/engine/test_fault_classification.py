@@ -1,6 +1,6 @@
 """Which failures are worth another try: a 5xx or network error seen during the action is."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -42,7 +42,13 @@ def site() -> Iterator[ThreadedServer]:
 
 
 async def failure_of(
-    browsers: BrowserPool, site: ThreadedServer, redis_url: str, steps: list[dict]
+    browsers: BrowserPool,
+    site: ThreadedServer,
+    redis_url: str,
+    steps: list[dict],
+    *,
+    sink: RecordingSink | None = None,
+    halt: Callable[[], str | None] | None = None,
 ) -> FlowFailed:
     """Run steps that must fail and return the failure."""
     context = RunContext(
@@ -52,13 +58,14 @@ async def failure_of(
         ledger=RedisTotpLedger(Redis.from_url(redis_url)),
         totp_account="faults",
         step_timeout_ms=1500,
+        halt=halt,
     )
     async with browsers.context() as browser_context:
         runner = FlowRunner(await browser_context.new_page(), context)
         await runner.guard_navigation()
         flow = Flow.model_validate({"action": "t", "steps": steps})
         with pytest.raises(FlowFailed) as failure:
-            await runner.run(flow, RecordingSink())
+            await runner.run(flow, sink or RecordingSink())
     return failure.value
 
 
@@ -138,28 +145,18 @@ async def test_a_run_told_to_halt_stops_before_its_next_step(
 ) -> None:
     """A job that lost its lease types nothing more: the run stops at the next step."""
     sink = RecordingSink()
-    reasons: list[str | None] = [None, "the job's lease was lost"]
-    context = RunContext(
-        base_url=site.url,
-        secrets={},
-        variables={"integration": {"base_url": site.url}},
-        ledger=RedisTotpLedger(Redis.from_url(redis_url)),
-        totp_account="halt",
+    reasons: list[str | None] = [None]
+    failure = await failure_of(
+        browsers,
+        site,
+        redis_url,
+        [
+            {"goto": "{{ integration.base_url }}/"},
+            {"click": {"role": "button", "name": "Save"}},
+        ],
+        sink=sink,
         halt=lambda: reasons.pop(0) if reasons else "the job's lease was lost",
     )
-    flow = Flow.model_validate(
-        {
-            "action": "t",
-            "steps": [
-                {"goto": "{{ integration.base_url }}/"},
-                {"click": {"role": "button", "name": "Save"}},
-            ],
-        }
-    )
-    async with browsers.context() as browser_context:
-        runner = FlowRunner(await browser_context.new_page(), context)
-        with pytest.raises(FlowFailed) as failure:
-            await runner.run(flow, sink)
-    assert failure.value.transient
-    assert "stopped before step 2: the job's lease was lost" in str(failure.value)
+    assert failure.transient
+    assert "stopped before step 2: the job's lease was lost" in str(failure)
     assert [result.kind for result in sink.results] == ["goto"]

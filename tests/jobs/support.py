@@ -9,6 +9,8 @@ from engine.storage.db import Database
 from engine.storage.models import Identity, Integration, Job, new_id, utcnow
 
 LEASE_S = 30.0
+JOBS_REDIS_DB = 14
+"""The Redis database the job tests queue into, which the session's workers never read."""
 
 
 async def new_identity(database: Database) -> Identity:

@@ -10,13 +10,14 @@ from engine.jobs.queue import JobQueue, arq_job_id
 from engine.jobs.relay import relay
 from engine.storage.db import Database
 from engine.storage.models import JobStatus
-from tests.jobs.support import lapse, new_identity, pending_job, reload, running_job
+from tests.harness import other_redis_db
+from tests.jobs.support import JOBS_REDIS_DB, lapse, new_identity, pending_job, reload, running_job
 
 
 @pytest.fixture
 async def queue(redis_url: str) -> AsyncIterator[JobQueue]:
     """Return a job queue on the suite's private Redis, emptied before and after."""
-    queue = await JobQueue.connect(redis_url)
+    queue = await JobQueue.connect(other_redis_db(redis_url, JOBS_REDIS_DB))
     await queue.redis.delete(QUEUE_NAME)
     yield queue
     await queue.redis.delete(QUEUE_NAME)

@@ -11,7 +11,8 @@ from engine.jobs.queue import JobQueue
 from engine.jobs.sweep import sweep
 from engine.storage.db import Database
 from engine.storage.models import AppAccount, Identity, Job, JobStatus, utcnow
-from tests.jobs.support import new_identity, reload, running_job
+from tests.harness import other_redis_db
+from tests.jobs.support import JOBS_REDIS_DB, new_identity, reload, running_job
 
 BASE_S = 60.0
 CAP_S = 600.0
@@ -20,7 +21,7 @@ CAP_S = 600.0
 @pytest.fixture
 async def queue(redis_url: str) -> AsyncIterator[JobQueue]:
     """Return a job queue on the suite's private Redis."""
-    queue = await JobQueue.connect(redis_url)
+    queue = await JobQueue.connect(other_redis_db(redis_url, JOBS_REDIS_DB))
     yield queue
     await queue.close()
 

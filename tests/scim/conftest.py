@@ -13,7 +13,6 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -31,6 +30,7 @@ from engine.storage.models import Identity, Job, Membership, ScimGroup, utcnow
 from tests.harness import (
     ROOT,
     free_port,
+    other_redis_db,
     start_process,
     stop_process,
     usher_env,
@@ -107,19 +107,13 @@ class Scim:
         return self.ok("POST", "/Users", body)
 
 
-def own_database(redis_url: str) -> str:
-    """Return the URL of another database on the same Redis server."""
-    parts = urlsplit(redis_url)
-    return urlunsplit(parts._replace(path=f"/{REDIS_DB}"))
-
-
 @pytest.fixture(scope="session")
 def scim_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ScimServer]:
     """Run `usher serve` alone over a fresh data dir."""
     data_dir = tmp_path_factory.mktemp("scim-data")
     log = tmp_path_factory.mktemp("scim-logs") / "serve.log"
     port = free_port()
-    queue_url = own_database(redis_url)
+    queue_url = other_redis_db(redis_url, REDIS_DB)
     redis.Redis.from_url(queue_url).flushdb()
     env = usher_env(data_dir, queue_url, port)
     process = start_process("serve", env, log)
