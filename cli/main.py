@@ -18,12 +18,14 @@ from engine.apps.integrations import (
     render_integration,
     rotate_token,
     scim_base_url,
+    set_ownership,
     set_secret,
 )
 from engine.jobs.breaker import resume
 from engine.jobs.groups import map_group, unmap_group
 from engine.jobs.preview import plan_integration, render_plan
 from engine.settings import Settings
+from engine.storage.models import Integration
 from engine.storage.vault import Vault
 
 app = typer.Typer(
@@ -260,6 +262,72 @@ def integrations_unmap_group(
     for mapping in change.mappings:
         typer.echo(f"unmapped {mapping.group_label!r} -> {mapping.value}")
     typer.echo(f"{len(jobs)} group job(s) queued to re-evaluate the members")
+
+
+OnOff = Annotated[str, typer.Argument(help="on or off.", metavar="on|off")]
+
+
+def on_off(value: str) -> bool:
+    """Read an on|off argument, or exit 2 saying what it takes."""
+    if value.casefold() not in ("on", "off"):
+        raise fail(f"expected on or off, not {value!r}")
+    return value.casefold() == "on"
+
+
+def _set_ownership(settings: Settings, integration_id: str, **change: object) -> Integration:
+    """Change an integration's ownership settings from the command line."""
+    return run(
+        lambda: in_session(
+            settings, lambda s: set_ownership(s, integration_id, actor="cli", **change)
+        )
+    )
+
+
+@integrations.command("set-authoritative")
+def integrations_set_authoritative(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    value: OnOff,
+    data_dir: DataDir = None,
+) -> None:
+    """on: Usher also revokes and deactivates what it only found in the app (default off)."""
+    settings = settings_for(data_dir)
+    integration = _set_ownership(settings, integration_id, authoritative=on_off(value))
+    what = (
+        "authoritative: also removes what it only observed in the app"
+        if integration.authoritative
+        else "not authoritative: removes only what Usher granted"
+    )
+    typer.echo(f"integration {integration.id} {what}; `usher plan` shows each next job")
+
+
+@integrations.command("set-delete-users")
+def integrations_set_delete_users(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    value: OnOff,
+    data_dir: DataDir = None,
+) -> None:
+    """on: a SCIM DELETE runs the app's delete_user, where its template declares one."""
+    settings = settings_for(data_dir)
+    integration = _set_ownership(settings, integration_id, delete_users=on_off(value))
+    what = "runs delete_user" if integration.delete_users else "deactivates and revokes"
+    typer.echo(f"integration {integration.id}: a SCIM DELETE {what}")
+
+
+@integrations.command("set-protected")
+def integrations_set_protected(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    accounts: Annotated[
+        list[str] | None,
+        typer.Argument(help="userNames or emails never touched (none: clear the list)."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Replace the accounts Usher never touches (break-glass admins); the service account
+    always is."""
+    settings = settings_for(data_dir)
+    integration = _set_ownership(settings, integration_id, protected_accounts=accounts or [])
+    listed = ", ".join(integration.protected_accounts) or "none but the service account"
+    typer.echo(f"integration {integration.id} protects: {listed}")
 
 
 @app.command("plan")

@@ -40,6 +40,8 @@ ACTION_BACKOFF_S: Final = (1.0, 3.0, 8.0)
 """The pause before an action's 2nd, 3rd, 4th+ try after a transient fault."""
 SWEEP_BATCH: Final = 500
 """The most identities one sweep pass queues; the next pass takes the rest."""
+GROUP_FANOUT_BATCH: Final = 500
+"""Members of a group job fanned out into identity jobs per transaction, in the worker."""
 RETRY_JITTER: Final = 0.2
 """Each back-off is spread by this fraction either way, so failed jobs do not return together."""
 KEEP_RESULT_S: Final = 0

@@ -5,7 +5,12 @@ from pydantic import BaseModel, Field
 
 from api.deps import CurrentOperator, DbDep, QueueDep, SessionDep, SettingsDep
 from engine.apps.grants import MappingView
-from engine.apps.integrations import IntegrationError, IntegrationView, describe_integration
+from engine.apps.integrations import (
+    IntegrationError,
+    IntegrationView,
+    describe_integration,
+    set_ownership,
+)
 from engine.apps.mappings import MappingError
 from engine.apps.template import AppError
 from engine.jobs.breaker import resume
@@ -149,3 +154,47 @@ async def get_plan(
         return await plan_integration(session, settings, integration_id, user)
     except (IntegrationError, AppError) as error:
         raise _refusal(error) from None
+
+
+class OwnershipIn(BaseModel):
+    """What an integration's jobs may touch; a field left out is left as it is."""
+
+    authoritative: bool | None = None
+    delete_users: bool | None = None
+    protected_accounts: list[str] | None = Field(default=None, max_length=1000)
+
+
+class OwnershipOut(BaseModel):
+    """An integration's ownership settings after the change."""
+
+    id: str
+    authoritative: bool
+    delete_users: bool
+    protected_accounts: list[str]
+
+
+@router.put("/{integration_id}/ownership", response_model=OwnershipOut)
+async def put_ownership(
+    integration_id: str, body: OwnershipIn, _operator: CurrentOperator, session: SessionDep
+) -> OwnershipOut:
+    """Make the integration authoritative or not, opt in to delete_user, list protected accounts.
+
+    It takes effect at each identity's next job; GET …/plan shows what that would do.
+    """
+    try:
+        integration = await set_ownership(
+            session,
+            integration_id,
+            authoritative=body.authoritative,
+            delete_users=body.delete_users,
+            protected_accounts=body.protected_accounts,
+            actor="api",
+        )
+    except IntegrationError as error:
+        raise _refusal(error) from None
+    return OwnershipOut(
+        id=integration.id,
+        authoritative=integration.authoritative,
+        delete_users=integration.delete_users,
+        protected_accounts=list(integration.protected_accounts),
+    )

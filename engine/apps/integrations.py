@@ -14,10 +14,11 @@ from engine.apps.grants import (
     live_groups,
     mapping_rules,
 )
+from engine.apps.ownership import clean_protected
 from engine.apps.template import AppTemplate, catalogue_endpoint_of, load_app
 from engine.constants import TOKEN_PREFIX_API, TOKEN_PREFIX_SCIM
 from engine.settings import Settings
-from engine.storage.models import ApiToken, AuditEvent, Integration, utcnow
+from engine.storage.models import ApiToken, AppAccount, AuditEvent, Identity, Integration, utcnow
 from engine.storage.tokens import hash_token, new_token
 from engine.storage.vault import Vault
 
@@ -168,6 +169,19 @@ class IdleGroup(BaseModel):
     members: int
 
 
+class ObservedAccount(BaseModel):
+    """An account Usher found already in the app, and what it showed that Usher did not grant.
+
+    Reported, never silently "fixed": Usher removes only what it granted unless the
+    integration is authoritative.
+    """
+
+    identity_id: str
+    user_name: str
+    observed_active: bool | None
+    observed_entitlements: list[str]
+
+
 class IntegrationView(BaseModel):
     """What the IT admin needs: SCIM URL, app, health, secrets, catalogue, groups, mappings."""
 
@@ -185,6 +199,10 @@ class IntegrationView(BaseModel):
     entitlements: list[CatalogueEntry]
     mappings: list[MappingView]
     groups_granting_nothing: list[IdleGroup]
+    authoritative: bool = False
+    delete_users: bool = False
+    protected_accounts: list[str] = []
+    observed_accounts: list[ObservedAccount] = []
     created_at: datetime
 
 
@@ -231,8 +249,71 @@ async def describe_integration(
             )
             for g in idle
         ],
+        authoritative=integration.authoritative,
+        delete_users=integration.delete_users,
+        protected_accounts=list(integration.protected_accounts),
+        observed_accounts=await observed_accounts(session, integration.id),
         created_at=integration.created_at,
     )
+
+
+async def observed_accounts(session: AsyncSession, integration_id: str) -> list[ObservedAccount]:
+    """Return the accounts Usher found already in the app, by userName."""
+    query = (
+        select(AppAccount, Identity.user_name)
+        .join(Identity, Identity.id == AppAccount.identity_id)
+        .where(AppAccount.integration_id == integration_id, AppAccount.observed_at != None)  # noqa: E711
+        .order_by(Identity.user_name)
+    )
+    return [
+        ObservedAccount(
+            identity_id=account.identity_id,
+            user_name=user_name,
+            observed_active=account.observed_active,
+            observed_entitlements=sorted(
+                set(account.observed_entitlements) - set(account.entitlements)
+            ),
+        )
+        for account, user_name in (await session.exec(query)).all()
+    ]
+
+
+async def set_ownership(
+    session: AsyncSession,
+    integration_id: str,
+    *,
+    authoritative: bool | None = None,
+    delete_users: bool | None = None,
+    protected_accounts: list[str] | None = None,
+    actor: str,
+) -> Integration:
+    """Change what an integration's jobs may touch; audited; committed.
+
+    It takes effect at each identity's next job; `usher plan` shows what that would do.
+    """
+    integration = await get_integration(session, integration_id)
+    changed: dict[str, object] = {}
+    if authoritative is not None:
+        integration.authoritative = changed["authoritative"] = authoritative
+    if delete_users is not None:
+        integration.delete_users = changed["delete_users"] = delete_users
+    if protected_accounts is not None:
+        cleaned = clean_protected(protected_accounts)
+        integration.protected_accounts = changed["protected_accounts"] = cleaned
+    integration.updated_at = utcnow()
+    session.add(integration)
+    session.add(
+        AuditEvent(
+            actor=actor,
+            event="integration.ownership_changed",
+            integration_id=integration.id,
+            target=integration.id,
+            detail=changed,
+        )
+    )
+    await session.commit()
+    await session.refresh(integration)
+    return integration
 
 
 def render_integration(view: IntegrationView) -> str:
@@ -267,6 +348,21 @@ def render_integration(view: IntegrationView) -> str:
         lines.append(f"  {mapping.group_label}{named} -> {mapping.value}")
     if not view.mappings:
         lines.append("  none")
+    authority = (
+        "authoritative: also removes what it only observed"
+        if view.authoritative
+        else ("not authoritative: removes only what Usher granted")
+    )
+    lines.append(f"ownership    {authority}")
+    lines.append(f"on DELETE    {'delete_user' if view.delete_users else 'deactivate and revoke'}")
+    protected = ", ".join(view.protected_accounts) or "none"
+    lines.append(f"protected    service account, {protected}")
+    if view.observed_accounts:
+        lines.append("found in the app before Usher (reported, not changed)")
+        for found in view.observed_accounts:
+            status = {True: "active", False: "deactivated", None: "status not seen"}
+            held = ", ".join(found.observed_entitlements) or "nothing Usher did not grant"
+            lines.append(f"  {found.user_name}: {status[found.observed_active]}; holds {held}")
     if view.groups_granting_nothing:
         lines.append("groups that grant nothing (name them after a value, or map them)")
         for group in view.groups_granting_nothing:

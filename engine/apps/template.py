@@ -97,6 +97,11 @@ class AppTemplate(BaseModel):
         default_factory=list, description="Hosts other than the base URL's a flow may visit."
     )
     extension: AppExtension | None = None
+    service_account_secret: str | None = Field(
+        default=None,
+        description="The secret holding the service account's username (admin_username "
+        "when unset); that account is never provisioned into.",
+    )
     folder: Path = Field(default=Path(), exclude=True)
 
     @model_validator(mode="after")

@@ -11,10 +11,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.apps.grants import load_groups, name_key
 from engine.apps.integrations import IntegrationError, get_integration
+from engine.apps.ownership import load_ownership
 from engine.apps.template import load_app
 from engine.planner import PlannedAction, plan
 from engine.settings import Settings
 from engine.storage.models import AppAccount, Identity
+from engine.storage.vault import Vault
 
 NO_SOURCE = "no source grants it any more"
 """What a revoke shows in place of sources."""
@@ -36,6 +38,9 @@ class IdentityPlan(BaseModel):
     deleted: bool
     actions: list[ActionPreview]
     unsupported: list[str]
+    notes: list[str] = []
+    """What the plan leaves alone and why: found in the app, not granted by Usher; protected."""
+    protected: str | None = None
 
 
 class IntegrationPlan(BaseModel):
@@ -52,13 +57,19 @@ def _action(planned: PlannedAction) -> ActionPreview:
 
 
 async def plan_integration(
-    session: AsyncSession, settings: Settings, integration_id: str, user: str | None = None
+    session: AsyncSession,
+    settings: Settings,
+    integration_id: str,
+    user: str | None = None,
+    vault: Vault | None = None,
 ) -> IntegrationPlan:
     """Return what each identity's job would do now, by userName; a deleted identity's plan
     only when there is something left to do. `user` is a userName (any case) or an id.
     """
     integration = await get_integration(session, integration_id)
     template = load_app(settings.flows_dir, integration.app)
+    vault = vault or Vault.from_path(settings.vault_key_path)
+    ownership = await load_ownership(session, vault, integration, template)
     query = select(Identity).where(Identity.integration_id == integration.id)
     if user is not None:
         query = query.where(
@@ -78,9 +89,9 @@ async def plan_integration(
         account = accounts.get(identity.id) or AppAccount(
             integration_id=integration.id, identity_id=identity.id
         )
-        planned = plan(identity, account, template, groups.of(identity.id))
+        planned = plan(identity, account, template, groups.of(identity.id), ownership)
         deleted = identity.deleted_at is not None
-        if deleted and not planned.actions and user is None:
+        if deleted and not planned.actions and not planned.notes and user is None:
             continue
         plans.append(
             IdentityPlan(
@@ -89,6 +100,8 @@ async def plan_integration(
                 deleted=deleted,
                 actions=[_action(a) for a in planned.actions],
                 unsupported=planned.unsupported,
+                notes=planned.notes,
+                protected=planned.protected,
             )
         )
     return IntegrationPlan(integration_id=integration.id, app=template.name, identities=plans)
@@ -107,7 +120,8 @@ def render_plan(preview: IntegrationPlan) -> str:
             lines.append(f"  {_head(action):<{width}}  <- {why}" if why else f"  {_head(action)}")
         if identity.unsupported:
             lines.append(f"  the app cannot: {', '.join(identity.unsupported)}")
-        if not identity.actions and not identity.unsupported:
+        lines += [f"  note: {note}" for note in identity.notes]
+        if not identity.actions and not identity.unsupported and not identity.protected:
             lines.append("  nothing to do")
     if not preview.identities:
         lines.append("no users")

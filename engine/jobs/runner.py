@@ -18,6 +18,7 @@ from sqlmodel import col, select
 
 from engine.apps.grants import GroupSources, group_sources_of
 from engine.apps.integrations import lacking_secrets
+from engine.apps.ownership import Ownership, ownership_of
 from engine.apps.profile import user_variables
 from engine.apps.template import AppError, AppTemplate, load_app
 from engine.automation.browser import BrowserPool
@@ -30,6 +31,7 @@ from engine.automation.totp import TotpLedger
 from engine.constants import (
     ACTION_BACKOFF_S,
     GATE_HOLD_S,
+    GROUP_FANOUT_BATCH,
     LEASE_RENEWALS,
     PACE_WAITS,
     RETRY_JITTER,
@@ -264,16 +266,30 @@ class JobRunner:
                     await self.gate.renew(lease.job_id)
 
     async def _expand_group(self, job: Job, lease: state.Lease) -> str:
-        """Queue one identity job per user who joined or left the group.
+        """Queue one identity job per user who joined or left the group, in batches.
 
-        Each member's generation moves on in the same transaction: what the groups grant
-        changed, so a member whose job then fails is behind and the sweep brings it back.
+        The SCIM request wrote one group job, however many members; here they are fanned out
+        `GROUP_FANOUT_BATCH` per transaction, each batch delivered once committed. Each
+        member's generation moves on in its batch's transaction: what the groups grant
+        changed, so a member whose job then fails is behind and the sweep brings it back. A
+        worker that stops halfway leaves the job to be reclaimed; running a batch again
+        only finds its members' jobs already pending.
         """
+        members = sorted(set(job.members))
+        for start in range(0, len(members), GROUP_FANOUT_BATCH):
+            if self.lost:
+                return await state.current_status(self.services.db, job.id)
+            batch = members[start : start + GROUP_FANOUT_BATCH]
+            await self.services.queue.enqueue_all(await self._fan_out(job, batch))
+        return await state.finish(self.services.db, lease, JobStatus.succeeded, None)
+
+    async def _fan_out(self, job: Job, members: list[str]) -> list[Job]:
+        """Move a batch of members' generations on and queue their jobs, in one transaction."""
         async with self.services.db.session() as session:
             users = (
                 await session.exec(
                     select(Identity.id).where(
-                        col(Identity.id).in_(job.members),
+                        col(Identity.id).in_(members),
                         Identity.integration_id == job.integration_id,
                     )
                 )
@@ -290,8 +306,7 @@ class JobRunner:
                 for user in users
             ]
             await session.commit()
-        await self.services.queue.enqueue_all(jobs)
-        return await state.finish(self.services.db, lease, JobStatus.succeeded, None)
+        return jobs
 
     async def _retry_later(self, lease: state.Lease, error: str) -> str:
         """Give the job another attempt after a back-off, delivered when it is due."""
@@ -326,8 +341,13 @@ class JobRunner:
 
     async def _load(
         self, job: Job
-    ) -> tuple[Integration, AppTemplate, Identity, AppAccount, dict[str, str], GroupSources]:
-        """Load what the job reconciles and the identity's groups; make a new account's row."""
+    ) -> tuple[
+        Integration, AppTemplate, Identity, AppAccount, dict[str, str], GroupSources, Ownership
+    ]:
+        """Load what the job reconciles, the identity's groups and what Usher may touch.
+
+        A new account's row is made here.
+        """
         async with self.services.db.session() as session:
             integration = await session.get(Integration, job.integration_id)
             identity = await session.get(Identity, job.identity_id)
@@ -342,17 +362,21 @@ class JobRunner:
             secrets = await self.services.vault.secrets_of(session, integration.id)
             groups = await group_sources_of(session, integration.id, identity.id)
         template = load_app(self.services.settings.flows_dir, integration.app)
-        return integration, template, identity, account, secrets, groups
+        ownership = ownership_of(integration, template, secrets)
+        return integration, template, identity, account, secrets, groups, ownership
 
     async def _reconcile(self, job: Job, lease: state.Lease) -> str:
         """Plan the job now and run each action's flow, recording the account after each."""
         db = self.services.db
         try:
-            integration, template, identity, account, secrets, groups = await self._load(job)
+            loaded = await self._load(job)
         except (AppError, VaultError) as error:
             return await state.finish(db, lease, JobStatus.blocked, str(error))
+        integration, template, identity, account, secrets, groups, ownership = loaded
         generation = identity.generation
-        the_plan = plan(identity, account, template, groups)
+        the_plan = plan(identity, account, template, groups, ownership)
+        if the_plan.notes:
+            log.info("job %s: %s", job.id, "; ".join(the_plan.notes))
         if the_plan.unsupported:
             log.warning("job %s: app %s lacks %s", job.id, template.name, the_plan.unsupported)
         if not the_plan.actions:
@@ -532,15 +556,48 @@ class JobRunner:
         template: AppTemplate,
         outcome: FlowOutcome,
     ) -> AppAccount:
-        """Save what the action made true, with the app's key it extracted; return the row."""
+        """Save what the action made true, with the app's key it extracted; return the row.
+
+        An action that found its state already so, and that Usher never tried before for
+        this identity, records what it observed: Usher did not make it so.
+        """
+        found = outcome.already and not await self._tried_before(account, planned)
         async with self.services.db.session() as session:
             stored = await session.get(AppAccount, account.id)
             assert stored is not None
-            apply_success(planned, stored, desired, template, outcome.extracted.get("account_key"))
+            apply_success(
+                planned,
+                stored,
+                desired,
+                template,
+                outcome.extracted.get("account_key"),
+                found=found,
+                extracted=outcome.extracted,
+            )
             stored.updated_at = utcnow()
             session.add(stored)
             await session.commit()
             return stored
+
+    async def _tried_before(self, account: AppAccount, planned: PlannedAction) -> bool:
+        """Tell whether an earlier run of this action for this identity failed.
+
+        A failure after the app did the work (a 500 once processed, a lost page) leaves the
+        state made by Usher: the next run finds it "already so" and it is still Usher's.
+        """
+        query = (
+            select(Action.id)
+            .join(Job, col(Job.id) == col(Action.job_id))
+            .where(
+                Job.identity_id == account.identity_id,
+                Action.name == planned.name,
+                Action.status == ActionStatus.failed,
+            )
+        )
+        if planned.target is not None:
+            query = query.where(Action.target == planned.target)
+        async with self.services.db.session() as session:
+            return (await session.exec(query.limit(1))).first() is not None
 
     def _halt(self) -> str | None:
         """Say why the job must stop before its next step: its lease was lost."""

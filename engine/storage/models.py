@@ -82,6 +82,22 @@ class Integration(SQLModel, table=True):
     )
     refusals: int = Field(default=0, description="Refused sign-ins since the last success.")
     breaker_changed_at: datetime | None = None
+    authoritative: bool = Field(
+        default=False,
+        sa_column_kwargs={"server_default": text("false")},
+        description="Usher owns the app's accounts: it also revokes and deactivates what it "
+        "only observed. Off: it removes only what it granted itself.",
+    )
+    protected_accounts: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False, server_default="[]"),
+        description="userNames or emails (any case) Usher never touches: break-glass admins.",
+    )
+    delete_users: bool = Field(
+        default=False,
+        sa_column_kwargs={"server_default": text("false")},
+        description="A SCIM DELETE runs the app's delete_user, where its template declares one.",
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -191,7 +207,13 @@ class GroupMapping(SQLModel, table=True):
 
 
 class AppAccount(SQLModel, table=True):
-    """What Usher last saw of an identity's account in the app, with the app's own key."""
+    """An identity's account in the app: what Usher granted, apart from what it observed.
+
+    `exists`, `active` and `entitlements` are what Usher's own actions made true; an account
+    found already there (a create that ended "already") is recorded in the `observed_*`
+    fields instead. Usher removes only what it granted, unless the integration is
+    authoritative.
+    """
 
     __tablename__ = "app_account"
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
@@ -202,6 +224,17 @@ class AppAccount(SQLModel, table=True):
     active: bool | None = None
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     entitlements: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    observed_at: datetime | None = Field(
+        default=None, description="When Usher found the account already in the app, if it did."
+    )
+    observed_active: bool | None = Field(
+        default=None, description="Active or not as found in the app; None: not seen."
+    )
+    observed_entitlements: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False, server_default="[]"),
+        description="Values found in the app that Usher did not grant.",
+    )
     reconciled_generation: int = Field(
         default=0,
         description="The identity's generation a job last made the account match; the sweep "

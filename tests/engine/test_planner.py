@@ -3,8 +3,9 @@
 from datetime import UTC, datetime
 
 from engine.apps.grants import GroupKind, GroupRef, GroupSources, MappingRule, granting_nothing
+from engine.apps.ownership import Ownership
 from engine.apps.template import load_app
-from engine.planner import apply_success, desired_state, plan
+from engine.planner import Plan, PlannedAction, apply_success, desired_state, plan
 from engine.storage.models import AppAccount, Identity
 from tests.harness import ROOT
 
@@ -246,3 +247,162 @@ def test_apply_success_of_a_group_grant_records_the_value() -> None:
     (grant,) = plan(identity(), known, ACME, sources(EDITORS)).actions
     apply_success(grant, known, desired, ACME, None)
     assert known.entitlements == ["editor"]
+
+
+# Granted apart from observed; protected accounts; deprovisioning.
+
+
+def adopted(**fields: object) -> AppAccount:
+    """Return an account a create found already in Acme, as apply_success records it."""
+    known = account()
+    user = identity()
+    create = PlannedAction("create_user")
+    found = {"observed_status": "Active", "observed_roles": "Billing, Viewer"}
+    extracted = {**found, **fields.pop("extracted", {})}  # type: ignore[dict-item]
+    apply_success(
+        create, known, desired_state(user, ACME), ACME, "u1", found=True, extracted=extracted
+    )
+    known.attributes = desired_state(user, ACME).attributes
+    for name, value in fields.items():
+        setattr(known, name, value)
+    return known
+
+
+def test_a_create_that_found_the_account_records_what_it_observed() -> None:
+    """Found already there: exists, not activated by Usher, the roles it showed observed."""
+    known = adopted()
+    assert known.exists and known.active is None and known.observed_at is not None
+    assert known.observed_active is True
+    assert known.observed_entitlements == ["billing", "viewer"] and known.entitlements == []
+    inactive = adopted(extracted={"observed_status": "Deactivated", "observed_roles": "None"})
+    assert inactive.observed_active is False and inactive.observed_entitlements == []
+    unseen = adopted(extracted={"observed_status": "", "observed_roles": ""})
+    assert unseen.observed_active is None
+    made = account()
+    apply_success(PlannedAction("create_user"), made, desired_state(identity(), ACME), ACME, "u2")
+    assert made.active is True and made.observed_at is None
+
+
+def test_usher_removes_only_what_it_granted_unless_authoritative() -> None:
+    """Observed Billing is kept (and noted) when no source grants it; authoritative revokes it."""
+    known = adopted()
+    user = identity(entitlements=[{"value": "viewer"}, {"value": "editor"}])
+    result = plan(user, known, ACME)
+    assert [(a.name, a.target) for a in result.actions] == [("grant_entitlement", "editor")]
+    assert result.notes == ["keeps billing: found in the app, not granted by Usher"]
+    apply_success(result.actions[0], known, desired_state(user, ACME), ACME, None)
+    assert known.entitlements == ["editor"]
+    leaving = plan(identity(), known, ACME)
+    assert [(a.name, a.target) for a in leaving.actions] == [("revoke_entitlement", "editor")]
+    assert leaving.notes == ["keeps billing, viewer: found in the app, not granted by Usher"]
+    owner = Ownership(authoritative=True)
+    assert [(a.name, a.target) for a in plan(identity(), known, ACME, ownership=owner).actions] == [
+        ("revoke_entitlement", "billing"),
+        ("revoke_entitlement", "editor"),
+        ("revoke_entitlement", "viewer"),
+    ]
+
+
+def test_an_observed_higher_role_is_not_lowered_unless_authoritative() -> None:
+    """Found on Enterprise, the IdP grants Pro: kept and noted; authoritative sets Pro."""
+    known = adopted(extracted={"observed_roles": "Enterprise"})
+    user = identity(roles=[{"value": "plan-pro"}])
+    result = plan(user, known, ACME)
+    assert result.actions == []
+    assert "keeps plan-enterprise over plan-pro" in result.notes[0]
+    owner = Ownership(authoritative=True)
+    assert [a.target for a in plan(user, known, ACME, ownership=owner).actions] == ["plan-pro"]
+    higher = identity(roles=[{"value": "plan-enterprise"}])
+    assert plan(higher, known, ACME).actions == [], "already held, as observed"
+
+
+def test_an_account_usher_did_not_activate_is_deactivated_only_when_authoritative() -> None:
+    """active=false on a found account: noted; authoritative deactivates; granted always does."""
+    known = adopted()
+    result = plan(identity(active=False), known, ACME)
+    assert result.actions == [] and "not deactivated" in result.notes[0]
+    owner = Ownership(authoritative=True)
+    assert names_of(plan(identity(active=False), known, ACME, ownership=owner)) == [
+        ("deactivate_user", None)
+    ]
+    found_inactive = adopted(extracted={"observed_status": "Deactivated"})
+    assert names_of(plan(identity(), found_inactive, ACME)) == [("reactivate_user", None)]
+
+
+def names_of(result: Plan) -> list[tuple[str, str | None]]:
+    """Return a plan's actions with their targets."""
+    return [(a.name, a.target) for a in result.actions]
+
+
+def test_active_false_keeps_the_entitlements_for_reactivation() -> None:
+    """Deactivating records nothing lost; reactivating needs no grant again."""
+    known = held("editor", "plan-pro")
+    user = identity(roles=[{"value": "editor"}, {"value": "plan-pro"}])
+    (deactivate,) = plan(identity(active=False), known, ACME).actions
+    apply_success(deactivate, known, desired_state(user, ACME), ACME, None)
+    assert known.active is False and known.entitlements == ["editor", "plan-pro"]
+    assert names_of(plan(user, known, ACME)) == [("reactivate_user", None)]
+
+
+def test_a_scim_delete_deactivates_and_revokes_what_usher_granted() -> None:
+    """Deleted: deactivate, revoke Usher's grants; observed values and the plan are kept."""
+    deleted = identity()
+    deleted.deleted_at = datetime.now(UTC)
+    known = held("editor", "plan-pro")
+    known.observed_at, known.observed_entitlements = datetime.now(UTC), ["billing"]
+    result = plan(deleted, known, ACME)
+    assert names_of(result) == [("deactivate_user", None), ("revoke_entitlement", "editor")]
+    assert result.notes == [
+        "keeps billing: found in the app, not granted by Usher",
+        "keeps plan-pro: an exclusive role is replaced, never revoked",
+    ]
+
+
+def test_delete_user_runs_only_where_declared_and_opted_in() -> None:
+    """Opted in and declared: delete_user; not declared (Acme): deactivate and revoke, noted."""
+    deleted = identity()
+    deleted.deleted_at = datetime.now(UTC)
+    opted = Ownership(delete_users=True)
+    deleting = ACME.model_copy(update={"actions": [*ACME.actions, "delete_user"]})
+    known = held("editor")
+    assert names_of(plan(deleted, known, deleting, ownership=opted)) == [("delete_user", None)]
+    assert names_of(plan(deleted, known, deleting)) == [
+        ("deactivate_user", None),
+        ("revoke_entitlement", "editor"),
+    ]
+    acme = plan(deleted, known, ACME, ownership=opted)
+    assert names_of(acme) == [("deactivate_user", None), ("revoke_entitlement", "editor")]
+    assert acme.notes == ["not deleted: acme has no delete_user flow"]
+    found = adopted()
+    assert names_of(plan(deleted, found, deleting, ownership=opted)) == []
+    (delete,) = plan(deleted, known, deleting, ownership=opted).actions
+    apply_success(delete, known, desired_state(deleted, ACME), ACME, None)
+    assert not known.exists and known.entitlements == [] and known.app_key is None
+
+
+def test_protected_accounts_get_no_action_and_the_plan_says_why() -> None:
+    """The service account and listed break-glass admins, by userName or email, any case."""
+    guard = Ownership(service_account="Admin@Acme.test", protected=frozenset({"root@acme.test"}))
+    service = identity(userName="admin@acme.test", active=False)
+    service.user_name = "admin@acme.test"
+    result = plan(service, held("editor"), ACME, ownership=guard)
+    assert result.actions == [] and result.protected and "service account" in result.protected
+    breakglass = identity(emails=[{"value": "ROOT@acme.test", "primary": True}])
+    result = plan(breakglass, account(), ACME, ownership=guard)
+    assert result.actions == [] and result.notes == [
+        "protected: root@acme.test is on the integration's protected accounts"
+    ]
+    assert names_of(plan(identity(), account(), ACME, ownership=guard))[0] == ("create_user", None)
+
+
+def test_a_grant_found_already_on_an_adopted_account_is_observed() -> None:
+    """On an account found in the app, an "already" grant is not Usher's; on its own it is."""
+    known = adopted()
+    grant = PlannedAction(
+        "grant_entitlement", next(e for e in ACME.entitlements if e.value == "editor")
+    )
+    apply_success(grant, known, desired_state(identity(), ACME), ACME, None, found=True)
+    assert "editor" in known.observed_entitlements and known.entitlements == []
+    mine = held()
+    apply_success(grant, mine, desired_state(identity(), ACME), ACME, None, found=True)
+    assert mine.entitlements == ["editor"]
