@@ -15,6 +15,7 @@ from sqlmodel import col, select
 from engine.apps.grants import GroupKind, group_sources_of
 from engine.apps.integrations import IntegrationError, create_integration
 from engine.apps.mappings import MappingError, MappingNotFound
+from engine.constants import GROUP_FANOUT_BATCH
 from engine.jobs import state
 from engine.jobs.groups import map_group, mappings_of, unmap_group
 from engine.jobs.runner import JobRunner, JobServices
@@ -293,3 +294,72 @@ async def jobs_of(
         if group_id is not None:
             query = query.where(Job.group_id == group_id)
         return list((await session.exec(query)).all())
+
+
+@dataclass
+class BatchQueue(RecordingQueue):
+    """A recording queue that also keeps the size of each delivery."""
+
+    batches: list[int] = field(default_factory=list)
+
+    async def enqueue_all(self, jobs: list[Job]) -> None:
+        """Keep the jobs and how many came at once."""
+        self.batches.append(len(jobs))
+        await super().enqueue_all(jobs)
+
+
+async def test_a_push_of_1000_members_is_one_job_row_fanned_out_in_batches(
+    idp: Idp, settings: Settings
+) -> None:
+    """One SCIM request, one group job row; the worker queues every member, 500 at a time."""
+    members = 1000
+    async with idp.db.session() as session:
+        users = [
+            Identity(
+                integration_id=idp.id,
+                user_name=f"member{n:04d}@example.com",
+                user_name_key=f"member{n:04d}@example.com",
+                resource={"userName": f"member{n:04d}@example.com", "active": True},
+            )
+            for n in range(members)
+        ]
+        session.add_all(users)
+        await session.commit()
+        ids = sorted(u.id for u in users)
+    group = await idp.group("editor", *ids)
+    async with idp.db.session() as session:
+        rows = (await session.exec(select(Job).where(Job.integration_id == idp.id))).all()
+    assert [(j.group_id, len(j.members)) for j in rows] == [(group, members)], "one job row"
+
+    queue = BatchQueue()
+    services = JobServices(
+        settings=settings,
+        db=idp.db,
+        vault=None,  # type: ignore[arg-type]
+        evidence=None,  # type: ignore[arg-type]
+        browsers=None,  # type: ignore[arg-type]
+        ledger=None,  # type: ignore[arg-type]
+        queue=queue,  # type: ignore[arg-type]
+        redis=None,  # type: ignore[arg-type]
+    )
+    (group_job,) = rows
+    assert await JobRunner(services).run(group_job.id, group_job.attempt) == JobStatus.succeeded
+    assert queue.batches[:2] == [GROUP_FANOUT_BATCH, members - GROUP_FANOUT_BATCH]
+    async with idp.db.session() as session:
+        pending = (
+            await session.exec(
+                select(Job.identity_id).where(
+                    Job.integration_id == idp.id, col(Job.status).in_(state.PENDING)
+                )
+            )
+        ).all()
+        generations = set(
+            (
+                await session.exec(
+                    select(Identity.generation).where(Identity.integration_id == idp.id)
+                )
+            ).all()
+        )
+    assert sorted(pending) == ids, "every member has its job"
+    assert sorted(j.identity_id for j in queue.jobs) == ids
+    assert generations == {2}, "every member's generation moved on"
