@@ -157,7 +157,9 @@ async def test_existing_account_is_recorded_not_duplicated(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
     """A user already in Acme: the job succeeds with an 'already exists' step and screenshot."""
-    existing = acme.state.add_user("erin.early@example.com", "Erin", "Early")
+    existing = acme.state.add_user(
+        "erin.early@example.com", "Erin", "Early", roles={"Billing"}, plan="Pro", active=False
+    )
     response = await scim_post(connected, okta_user("erin.early@example.com", "Erin", "Early"))
     assert response.status_code == 201, response.text
     job = await wait_job(usher_db, response.json()["id"])
@@ -168,11 +170,19 @@ async def test_existing_account_is_recorded_not_duplicated(
     assert create["status"] == "succeeded"
     already = [s for s in create["steps"] if s["status"] == "skipped"]
     assert [s["name"] for s in already] == ["Account already exists"]
+    assert [s["name"] for s in create["steps"] if s["name"].startswith("Read the")] == [
+        "Read the status Acme shows",
+        "Read the roles Acme shows",
+        "Read the plan Acme shows",
+    ]
     assert any(e["kind"] == "screenshot" for e in already[0]["evidence"])
     assert len(acme.state.users_with_email("erin.early@example.com")) == 1
     async with usher_db.session() as session:
         query = select(AppAccount).where(AppAccount.identity_id == response.json()["id"])
-        assert (await session.exec(query)).one().app_key == existing.id
+        account = (await session.exec(query)).one()
+    assert account.app_key == existing.id
+    assert account.observed_active is False, "found deactivated: observed, not assumed"
+    assert set(account.observed_entitlements) == {"billing", "plan-pro"}
 
 
 async def test_ten_changes_before_the_worker_runs_are_one_job(
