@@ -17,13 +17,15 @@ from tests.harness import (
     stop_process,
 )
 
+SCIM_TIMEOUT_S = 30.0
+"""A loaded machine can keep one SCIM answer waiting on SQLite's write lock for seconds."""
 LEAVERS = [f"leaver{n}@example.com" for n in range(3)]
 BACKLOG = [f"joiner{n}@example.com" for n in range(6)]
 
 
 async def deactivate(connected: Connected, user_id: str) -> None:
     """Send Okta's deactivation PATCH."""
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=SCIM_TIMEOUT_S) as client:
         response = await client.patch(
             f"{connected.scim_url}/Users/{user_id}",
             json=sample("okta", "deactivate"),

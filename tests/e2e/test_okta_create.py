@@ -23,8 +23,8 @@ from tests.harness import Connected, Usher
 
 
 async def scim_post(connected: Connected, body: dict) -> httpx.Response:
-    """POST a user as Okta does."""
-    async with httpx.AsyncClient() as client:
+    """POST a user as Okta does (with room for a loaded machine's slower answer)."""
+    async with httpx.AsyncClient(timeout=30.0) as client:
         return await client.post(
             f"{connected.scim_url}/Users",
             json=body,
