@@ -1,4 +1,4 @@
-"""`usher flows`: check flows statically and replay one action against an app."""
+"""`usher flows`: check flows statically, replay one action against an app, print the schema."""
 
 import json
 from pathlib import Path
@@ -10,7 +10,7 @@ from cli.commands import fail, redis_beside_up, run, settings_for
 from engine.apps.template import available_apps
 from engine.automation.check import check_app
 
-flows = typer.Typer(help="Check, replay and import flows.")
+flows = typer.Typer(help="Check flows, replay one action, print the flow schema.")
 
 
 def _parse_vars(pairs: list[str]) -> dict[str, str]:
@@ -64,6 +64,7 @@ def flows_replay(
     Beside a running `usher up` on the same data dir it shares that process's Redis (its
     TOTP ledger and sign-in lock) and leaves it running.
     """
+    from engine.automation.language import FlowError
     from engine.automation.replay import FlowFailed, ReplayRequest, run_replay
 
     settings = settings_for(data_dir)
@@ -71,7 +72,7 @@ def flows_replay(
     try:
         with redis_beside_up(settings) as redis_url:
             outcome = run(lambda: run_replay(settings, redis_url, request, typer.echo))
-    except FlowFailed as error:
+    except (FlowFailed, FlowError) as error:
         typer.echo(f"usher: replay failed: {error}", err=True)
         raise typer.Exit(code=1) from None
     if outcome.extracted:

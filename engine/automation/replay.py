@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from playwright.async_api import Error as PlaywrightError
 from redis.asyncio import Redis
 
 from engine.apps.integrations import (
@@ -18,7 +19,7 @@ from engine.automation.browser import BrowserPool
 from engine.automation.errors import FlowFailed
 from engine.automation.language import load_flow
 from engine.automation.run import build_run, open_runner
-from engine.automation.runner import Artifact, FlowOutcome, StepResult
+from engine.automation.runner import Artifact, FlowOutcome, StepResult, explain
 from engine.automation.sessions import SignIn, load_session
 from engine.automation.totp import RedisTotpLedger
 from engine.settings import Settings
@@ -139,6 +140,8 @@ async def run_replay(
                 echo(f"{request.action}:")
                 sink = PrintingSink(store, f"replays/{stamp}/{request.action}", echo)
                 outcome = await runner.run(load_flow(template.flow_path(request.action)), sink)
+        except PlaywrightError as error:
+            raise FlowFailed(f"the browser failed outside a step: {explain(error)}") from None
         finally:
             await redis.aclose()
         echo(

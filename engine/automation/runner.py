@@ -31,6 +31,8 @@ NAVIGATION_GRACE_S = 0.1
 REDACTED = "•••"
 BENIGN_REQUEST_FAILURES = ("ERR_BLOCKED_BY_CLIENT", "ERR_ABORTED")
 """Request failures that are Usher's own guard or a navigation cutting a fetch short."""
+STRICT_MODE = re.compile(r"strict mode violation: .*? resolved to (\d+) elements")
+COVERED = re.compile(r"- (.+?) intercepts pointer events")
 
 STRIPPED_HTML_JS = """() => {
   const root = document.documentElement.cloneNode(true);
@@ -205,17 +207,20 @@ class FlowRunner:
             matched, status, branch = await self._perform(step)
             self.guard.check_escape()
         except _Already:
-            await self._record(step, position, started, "skipped", matched, None)
+            await self._record(step, position, started, "already", matched, None)
             raise
         except FlowError as error:
             await self._fail(step, position, started, matched, str(error), transient=False)
         except FlowFailed as error:
             await self._fail(step, position, started, matched, str(error), error.transient, error)
-        except (PlaywrightError, TimeoutError) as error:
+        except (PlaywrightError, TimeoutError, AssertionError) as error:
             if gone := self._gone(error):
                 reason = f"{gone} during step {position} ({_first_line(error)})"
                 await self._fail(step, position, started, matched, reason, True)
-            await self._fail(step, position, started, matched, _first_line(error), False)
+            await self._fail(step, position, started, matched, explain(error), False)
+        except re.error as error:
+            reason = f"not a regular expression: {error}"
+            await self._fail(step, position, started, matched, reason, False)
         await self._record(step, position, started, status, matched, None)
         if branch:
             await self._run_steps(branch)
@@ -519,12 +524,7 @@ class FlowRunner:
         extra: list[Artifact] | None = None,
     ) -> None:
         """Hand the step's result and screenshot to the sink."""
-        try:
-            artifacts = [Artifact("screenshot", await self.screenshot(), "image/png", "png")]
-        except PlaywrightError as failure:
-            if not self._gone(failure):
-                raise
-            artifacts = []  # the page died: the step is still recorded, without its picture
+        artifacts = await self._screenshot_artifacts()
         result = StepResult(
             position=position,
             name=self.redact(self._safe_title(step)),
@@ -538,6 +538,14 @@ class FlowRunner:
         if self.sink is None:
             raise RuntimeError("a step ran outside FlowRunner.run")
         await self.sink.record(result, artifacts + (extra or []))
+
+    async def _screenshot_artifacts(self) -> list[Artifact]:
+        """Return the step's screenshot, or none when the page cannot give one: the step stays."""
+        try:
+            return [Artifact("screenshot", await self.screenshot(), "image/png", "png")]
+        except PlaywrightError as failure:
+            self.console.append(f"usher: no screenshot: {_first_line(failure)}")
+            return []
 
     async def _fail(
         self,
@@ -614,6 +622,28 @@ class FlowRunner:
             if value and len(value) >= 4:
                 text = text.replace(value, REDACTED)
         return text
+
+
+def explain(error: BaseException) -> str:
+    """Say what a Playwright error means for the flow author, without its call log."""
+    text = str(error)
+    strict = STRICT_MODE.search(text)
+    if strict:
+        return (
+            f"the locator matched {strict.group(1)} elements where one was needed (strict mode):"
+            " narrow it with exact, has_text or nth"
+        )
+    if isinstance(error, AssertionError):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        shown = [line for line in lines[:3] if not line.startswith("Call log")]
+        return "; ".join(shown) or "the expectation did not hold"
+    reason = _first_line(error)
+    if "element was detached from the DOM" in text:
+        return f"{reason} (the element was detached: the page removed or re-rendered it)"
+    covered = COVERED.search(text)
+    if covered:
+        return f"{reason} (another element covers it: {covered.group(1)})"
+    return reason
 
 
 def _first_line(error: BaseException) -> str:

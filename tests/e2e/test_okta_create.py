@@ -168,7 +168,7 @@ async def test_existing_account_is_recorded_not_duplicated(
 
     create = next(a for a in detail["actions"] if a["name"] == "create_user")
     assert create["status"] == "succeeded"
-    already = [s for s in create["steps"] if s["status"] == "skipped"]
+    already = [s for s in create["steps"] if s["status"] == "already"]
     assert [s["name"] for s in already] == ["Account already exists"]
     assert [s["name"] for s in create["steps"] if s["name"].startswith("Read the")] == [
         "Read the status Acme shows",
