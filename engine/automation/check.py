@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
@@ -23,14 +24,97 @@ _env = SandboxedEnvironment()
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong in a flow: where, and what."""
+    """One thing wrong in a flow: where, and what; a `note` informs and fails nothing."""
 
     file: Path
     where: str
     message: str
+    severity: Literal["error", "note"] = "error"
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.where}: {self.message}"
+        label = "note: " if self.severity == "note" else ""
+        return f"{self.file}: {self.where}: {label}{self.message}"
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What Usher does for an app when its template declares the actions that do it."""
+
+    name: str
+    actions: tuple[str, ...]
+    meaning: str
+    severity: Literal["error", "note"] = "error"
+
+
+def capabilities(app: AppTemplate) -> list[Capability]:
+    """Return the capabilities an app's template must have, each with what its lack means."""
+    needed = [
+        Capability("sign-in", ("login",), "Usher cannot sign in to the app, so no job can run"),
+        Capability(
+            "provisioning",
+            ("create_user",),
+            "Usher cannot create accounts: every user the IdP assigns stays without one",
+        ),
+        Capability(
+            "deprovisioning",
+            ("deactivate_user",),
+            "a user the IdP deactivates or deletes keeps access to the app",
+        ),
+        Capability(
+            "reactivation",
+            ("reactivate_user",),
+            "a user the IdP reactivates stays deactivated in the app",
+            "note",
+        ),
+        Capability(
+            "drift",
+            ("list_users",),
+            "Usher cannot read the app's accounts to find what changed behind its back",
+            "note",
+        ),
+    ]
+    if app.attributes:
+        needed.append(
+            Capability(
+                "profile updates",
+                ("update_user",),
+                f"changes to {', '.join(app.attributes)} in the IdP never reach the app",
+                "note",
+            )
+        )
+    kinds = {e.kind for e in app.entitlements}
+    if "multi" in kinds:
+        needed.append(
+            Capability(
+                "entitlements",
+                ("grant_entitlement", "revoke_entitlement"),
+                "the multi entitlements the template declares can be neither granted nor"
+                " taken away: a value the IdP grants or withdraws never reaches the app",
+            )
+        )
+    if "exclusive" in kinds:
+        needed.append(
+            Capability(
+                "exclusive entitlements",
+                ("set_role",),
+                "the exclusive entitlements (roles, plans) the template declares are never set",
+            )
+        )
+    return needed
+
+
+def check_capabilities(app: AppTemplate, path: Path) -> list[Problem]:
+    """Return what each capability lacks in the template's actions, and what that means."""
+    problems = []
+    for capability in capabilities(app):
+        lacking = [a for a in capability.actions if a not in app.actions]
+        if lacking:
+            message = (
+                f"{capability.name} needs {' and '.join(capability.actions)}; the template"
+                f" lacks {', '.join(lacking)}: {capability.meaning}"
+            )
+            problems.append(Problem(path, "actions", message, capability.severity))
+    return problems
 
 
 def _walk(steps: list[Step], prefix: str = "steps") -> Iterator[tuple[str, Step]]:
@@ -128,12 +212,12 @@ def check_flow(path: Path, app: AppTemplate) -> list[Problem]:
 
 
 def check_app(flows_dir: Path, name: str) -> list[Problem]:
-    """Return every problem of an app: its template, each declared flow, missing flows."""
+    """Return every problem of an app: capabilities, its template, each declared flow."""
     try:
         app = load_app(flows_dir, name)
     except AppError as error:
         return [Problem(flows_dir / name / "app.yaml", "template", str(error))]
-    problems: list[Problem] = []
+    problems = check_capabilities(app, app.folder / "app.yaml")
     for action in app.actions:
         path = app.flow_path(action)
         if not path.is_file():
