@@ -22,10 +22,10 @@ test: lint
 	$(VENV)/bin/pytest -q
 
 # The fault suite (tests/faults, issue 11): real serve and workers, a private Redis, Acme
-# under faults, on SQLite and PostgreSQL; `make test` leaves it out.
+# under faults; `make test` leaves it out. One pytest per database, side by side, one table.
 test-faults: setup
 	@bash scripts/ensure-system.sh "$(PY)" test
-	$(VENV)/bin/pytest -q -m faults tests/faults
+	$(PY) -m tests.faults.run
 
 # The import contract (pyproject.toml, [tool.importlinter]) and the linters.
 lint: setup

@@ -11,12 +11,14 @@ from engine.settings import Settings
 from engine.storage.db import Database
 from fixtures.acme.server import AcmeServer
 from fixtures.acme.state import AcmeState
+from tests.databases import DATABASES, served_database
 from tests.harness import (
     ROOT,
     Connected,
     Usher,
     connect_acme,
     free_port,
+    other_redis_db,
     start_process,
     stop_process,
     usher_env,
@@ -25,6 +27,9 @@ from tests.harness import (
 )
 
 pytest_plugins = ["tests.databases"]
+
+USHER_REDIS_DBS = {"sqlite": 1, "postgresql": 2}
+"""The Redis database of each session Usher's queue (tests/scim uses 15, tests/jobs 14)."""
 
 
 @pytest.fixture(scope="session")
@@ -53,21 +58,39 @@ def redis_url() -> Iterator[str]:
     process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def usher(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Usher]:
-    """Run `usher serve` and `usher worker` for the session."""
-    data_dir = tmp_path_factory.mktemp("usher-data")
-    log_dir = tmp_path_factory.mktemp("usher-logs")
-    port = free_port()
-    env = usher_env(data_dir, redis_url, port)
-    serve = start_process("serve", env, log_dir / "serve.log")
-    api = f"http://127.0.0.1:{port}"
-    wait_healthy(api, serve, log_dir / "serve.log")
-    worker = start_process("worker", env, log_dir / "worker.log")
-    settings = Settings(data_dir=data_dir, redis_url=redis_url, flows_dir=ROOT / "flows")
-    yield Usher(api, settings, redis_url, serve, worker, log_dir)
-    stop_process(worker)
-    stop_process(serve)
+@pytest.fixture(scope="session", params=DATABASES)
+def usher(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[Usher]:
+    """Run `usher serve` and `usher worker` for the session, on SQLite and on PostgreSQL.
+
+    Each database gets its own Redis database, so that one Usher's worker never takes the
+    other's jobs when pytest runs both in one session.
+    """
+    data_dir = tmp_path_factory.mktemp(f"usher-data-{request.param}")
+    log_dir = tmp_path_factory.mktemp(f"usher-logs-{request.param}")
+    queue_url = other_redis_db(redis_url, USHER_REDIS_DBS[request.param])
+    redis.Redis.from_url(queue_url).flushdb()
+    with served_database(request.param, data_dir) as database_url:
+        port = free_port()
+        env = {**usher_env(data_dir, queue_url, port), "USHER_DATABASE_URL": database_url}
+        serve = start_process("serve", env, log_dir / "serve.log")
+        api = f"http://127.0.0.1:{port}"
+        worker: subprocess.Popen[bytes] | None = None
+        try:
+            wait_healthy(api, serve, log_dir / "serve.log")
+            worker = start_process("worker", env, log_dir / "worker.log")
+            settings = Settings(
+                data_dir=data_dir,
+                database_url=database_url,
+                redis_url=queue_url,
+                flows_dir=ROOT / "flows",
+            )
+            yield Usher(api, settings, queue_url, serve, worker, log_dir, database_url)
+        finally:
+            if worker is not None:
+                stop_process(worker)
+            stop_process(serve)
 
 
 @pytest.fixture(scope="session")

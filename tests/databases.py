@@ -1,23 +1,99 @@
-"""Both databases Usher supports, migrated for this run: a SQLite file and a PostgreSQL schema.
+"""Both databases Usher supports, for this run: a SQLite file and PostgreSQL.
 
+In-process tests get a migrated PostgreSQL schema of their own; Usher's processes (serve,
+worker) get a fresh PostgreSQL database, created for the run and dropped after it.
 PostgreSQL is `USHER_TEST_POSTGRES_URL` (default: the local server); a run fails loudly,
 never skips silently, when it does not answer. `none` leaves PostgreSQL out on purpose.
 """
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine.storage.db import Database
 
 POSTGRES_ENV = "USHER_TEST_POSTGRES_URL"
 POSTGRES_DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+DATABASES = ("sqlite", "postgresql")
+"""Every test that runs Usher's processes runs once on each."""
+
+
+def postgres_server() -> URL:
+    """Return the PostgreSQL server of this run; `none` leaves PostgreSQL out, loudly."""
+    url = os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT_URL)
+    if url == "none":
+        pytest.skip(f"{POSTGRES_ENV}=none: PostgreSQL left out on purpose")
+    return make_url(url)
+
+
+async def _on_server(server: URL, statement: str) -> None:
+    """Run one statement outside a transaction (CREATE and DROP DATABASE need that)."""
+    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await admin.dispose()
+
+
+async def create_database(prefix: str) -> tuple[URL, str]:
+    """Create an empty PostgreSQL database; fail the test, never skip, when none answers."""
+    server = postgres_server()
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        await _on_server(server, f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        pytest.fail(
+            f"PostgreSQL at {server.render_as_string()} is unreachable ({exc!r}). Start it, "
+            f"point {POSTGRES_ENV} at another server, or set {POSTGRES_ENV}=none.",
+            pytrace=False,
+        )
+    return server, name
+
+
+async def drop_database(server: URL, name: str) -> None:
+    """Drop a database this run created, closing the connections still open on it."""
+    await _on_server(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def private_database(
+    kind: str, data_dir: Path, prefix: str = "usher_test"
+) -> AsyncIterator[str]:
+    """Yield a database URL Usher's processes can share: a SQLite file in the data dir, or a
+    fresh PostgreSQL database, dropped at the end."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{data_dir / 'usher.db'}"
+        return
+    server, name = await create_database(prefix)
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await drop_database(server, name)
+
+
+@contextmanager
+def served_database(kind: str, data_dir: Path) -> Iterator[str]:
+    """Do as private_database, for a synchronous fixture that starts processes."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{data_dir / 'usher.db'}"
+        return
+    server, name = asyncio.run(create_database("usher_test"))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(drop_database(server, name))
 
 
 @dataclass(frozen=True)
@@ -103,7 +179,7 @@ async def postgresql_database(postgresql_backend: Backend) -> AsyncIterator[Data
     await database.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=DATABASES)
 def database(request: pytest.FixtureRequest) -> Database:
     """Run a test on each backend."""
     return request.getfixturevalue(f"{request.param}_database")

@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import DEVNULL
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import redis
 
 from engine.apps.integrations import create_api_token, create_integration, set_secrets
 from engine.automation.runner import Artifact, StepResult
@@ -57,6 +59,7 @@ class Usher:
     serve: subprocess.Popen[bytes]
     worker: subprocess.Popen[bytes]
     log_dir: Path
+    database_url: str
 
     def logs(self) -> str:
         """Return everything both processes logged so far."""
@@ -68,6 +71,7 @@ class Usher:
         `job_lease_s="2"` becomes `USHER_JOB_LEASE_S=2`.
         """
         env = usher_env(self.settings.data_dir, self.redis_url, free_port())
+        env["USHER_DATABASE_URL"] = self.database_url
         env.update({f"USHER_{name.upper()}": value for name, value in settings.items()})
         return env
 
@@ -102,15 +106,34 @@ def up_env(data_dir: Path, port: int) -> dict[str, str]:
     return env
 
 
-def start_process(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start `usher COMMAND` with its output in a log file."""
+def start_process(
+    command: str, env: dict[str, str], log: Path, *args: str
+) -> subprocess.Popen[bytes]:
+    """Start `usher COMMAND [ARGS]` with its output in a log file."""
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", command],
+        [sys.executable, "-m", "cli", command, *args],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
+
+
+def start_redis_server(port: int) -> subprocess.Popen[bytes]:
+    """Start a private, memory-only redis-server on 127.0.0.1 and wait until it answers."""
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    process = subprocess.Popen([*command, "--save", "", "--appendonly", "no"], stdout=DEVNULL)
+    client = redis.Redis(port=port)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    wait_for(answers, 10, f"redis-server on port {port}")
+    client.close()
+    return process
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

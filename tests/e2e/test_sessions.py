@@ -10,10 +10,8 @@ from tests.e2e.test_okta_create import job_detail, scim_post, wait_job
 from tests.harness import (
     Connected,
     Usher,
-    free_port,
     start_process,
     stop_process,
-    usher_env,
 )
 
 
@@ -28,7 +26,7 @@ async def test_an_expired_session_is_renewed_once_while_another_worker_waits(
 ) -> None:
     """Two workers meet an expired session: one signs in, the other reuses its session."""
     state = acme.state
-    env = usher_env(usher.settings.data_dir, usher.redis_url, free_port())
+    env = usher.worker_env()
     second = start_process("worker", env, usher.log_dir / "worker-2.log")
     try:
         first = await scim_post(connected, okta_user("jo.first@example.com", "Jo", "First"))

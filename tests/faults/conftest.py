@@ -1,16 +1,21 @@
 """The fault suite (issue 11): nothing lost, nothing doubled, nobody locked out.
 
 Every test here is marked `faults`: `make test` leaves them out (`-m "not faults"` in
-pyproject.toml's addopts) and `make test-faults` runs them. Each scenario runs once per
-database and notes what it expected and what it observed; the run ends with that table.
+pyproject.toml's addopts) and `make test-faults` runs them (`python -m tests.faults.run`:
+one pytest per database, side by side). Each scenario runs once per database and notes what
+it expected and what it observed; the run ends with that table.
 """
 
+import json
+import os
 import time
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.faults.support import DATABASES, Outcome
+from tests.databases import DATABASES
+from tests.faults.support import TABLE_ENV, Outcome, format_table
 
 HERE = __file__.rsplit("/", 1)[0]
 ROWS: list[Outcome] = []
@@ -67,14 +72,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print every scenario's expected and observed counts and its time, per database."""
     if not ROWS:
         return
-    header = ("scenario", "database", "expected", "observed", "seconds", "result")
-    lines = [
-        (r.scenario, r.database, r.expected, r.observed, f"{r.seconds:.1f}", r.result) for r in ROWS
-    ]
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *lines, strict=True)]
+    rows = [row.row() for row in ROWS]
+    table = os.environ.get(TABLE_ENV)
+    if table:
+        Path(table).write_text(json.dumps(rows))
     terminalreporter.section("fault suite: nothing lost, nothing doubled, nobody locked out")
-    for line in (header, *lines):
-        cells = (str(c).ljust(w) for c, w in zip(line, widths, strict=True))
-        terminalreporter.write_line("  ".join(cells).rstrip())
-    total = sum(r.seconds for r in ROWS)
-    terminalreporter.write_line(f"total scenario time: {total:.0f}s")
+    for line in format_table(rows):
+        terminalreporter.write_line(line)

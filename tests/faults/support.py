@@ -7,12 +7,10 @@ one or more `usher worker` processes, each stopped by its pid when the scenario 
 """
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -21,11 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import redis
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import col, select
 
 from engine.jobs import state
@@ -34,7 +28,7 @@ from engine.storage.db import Database
 from engine.storage.models import Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user, sample
-from tests.databases import POSTGRES_DEFAULT_URL, POSTGRES_ENV
+from tests.databases import private_database
 from tests.harness import (
     ROOT,
     Connected,
@@ -52,16 +46,22 @@ BUDGET = """Why the scenarios run tens of jobs where the issue says hundreds.
 Every provisioning job is a real browser flow with a screenshot per step: about 3.5
 CPU-seconds (Chromium's renderer, browser and GPU processes, the worker, Playwright), so two
 cores finish about 0.6 jobs a second, and each stack (serve, workers, their Chromiums) costs
-about 10 CPU-seconds more. The whole suite has about 12 minutes for both databases. Each
-scenario's size is a constant in its module, with what the issue asked for beside it.
+about 10 CPU-seconds more. The whole suite has about 12 minutes for both databases, which
+`python -m tests.faults.run` runs side by side so that one's waits overlap the other's work.
+Each scenario's size is a constant in its module, with what the issue asked for beside it.
 """
-DATABASES = ("sqlite", "postgresql")
+
 OKTA_CONCURRENCY = 16
 """How many SCIM requests Okta has in flight at once, here."""
 RELAY_EVERY_S = 1
 POLL_S = 0.25
 LAUNCHED = re.compile(r"chromium (\d+ )?launched")
 """The line a worker logs once its browser is up, and again for each recycled one."""
+
+
+TABLE_ENV = "USHER_TEST_FAULTS_TABLE"
+"""Where a run writes its rows as JSON, for `python -m tests.faults.run` to join them."""
+COLUMNS = ("scenario", "database", "expected", "observed", "seconds", "result")
 
 
 @dataclass
@@ -74,6 +74,28 @@ class Outcome:
     observed: str = ""
     seconds: float = 0.0
     result: str = "not run"
+
+    def row(self) -> dict[str, str]:
+        """Return the table's cells."""
+        return {
+            "scenario": self.scenario,
+            "database": self.database,
+            "expected": self.expected,
+            "observed": self.observed,
+            "seconds": f"{self.seconds:.1f}",
+            "result": self.result,
+        }
+
+
+def format_table(rows: list[dict[str, str]]) -> list[str]:
+    """Return the lines of a table of scenarios, columns padded, and the total time."""
+    lines = [list(COLUMNS), *([row.get(c, "") for c in COLUMNS] for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    text = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    ]
+    total = sum(float(row.get("seconds") or 0) for row in rows)
+    return [*text, f"scenario time in all: {total:.0f}s"]
 
 
 class PrivateRedis:
@@ -116,42 +138,6 @@ def private_redis(log_dir: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.kill()
-
-
-def postgres_url() -> str:
-    """Return the PostgreSQL server the suite uses; `none` leaves PostgreSQL out, loudly."""
-    url = os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT_URL)
-    if url == "none":
-        pytest.skip(f"{POSTGRES_ENV}=none: the PostgreSQL half of the fault suite is left out")
-    return url
-
-
-@asynccontextmanager
-async def private_database(kind: str, data_dir: Path) -> AsyncIterator[str]:
-    """Yield a database URL the processes can share: a SQLite file, or a fresh PostgreSQL
-    database created on the test server and dropped (with its connections) at the end."""
-    if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{data_dir / 'usher.db'}"
-        return
-    server = make_url(postgres_url())
-    name = f"usher_faults_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        await admin.dispose()
-        pytest.fail(
-            f"PostgreSQL at {server.render_as_string()} is unreachable ({exc!r}). Start it, "
-            f"point {POSTGRES_ENV} at another server, or set {POSTGRES_ENV}=none.",
-            pytrace=False,
-        )
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 @dataclass
@@ -244,7 +230,7 @@ async def usher_stack(
     log_dir.mkdir(parents=True, exist_ok=True)
     with private_redis(log_dir) as server:
         server.start()
-        async with private_database(kind, data_dir) as database_url:
+        async with private_database(kind, data_dir, "usher_faults") as database_url:
             port = free_port()
             process_env = usher_env(data_dir, server.url, port)
             process_env |= {

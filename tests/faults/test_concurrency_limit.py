@@ -24,7 +24,7 @@ from tests.harness import ROOT
 
 pytestmark = pytest.mark.faults
 
-JOBS = 10
+JOBS = 8
 """Enough for every slot of three workers to want a job at once."""
 WORKERS = ("worker-1", "worker-2", "worker-3")
 """Three workers of two slots: six jobs could run at once against one Acme."""

@@ -26,7 +26,7 @@ from tests.faults.support import (
     wait_settled,
 )
 
-QUEUED = 16
+QUEUED = 12
 """The issue asks for 100. The breaker holds them all alike, but provisioning them after the
 resume goes through one integration's two slots and its 120 actions a minute (three per
 create): 100 would take over two minutes per database (support.BUDGET)."""
