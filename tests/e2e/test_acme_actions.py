@@ -10,7 +10,7 @@ from cli.main import app
 from engine.storage.db import Database
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
-from tests.e2e.test_okta_create import job_detail, scim_post, wait_job
+from tests.e2e.support import job_detail, scim_post, wait_job
 from tests.harness import ROOT, Connected, Usher
 
 ACME_EXTENSION = "urn:usher:params:scim:schemas:extension:acme:2.0:User"

@@ -8,7 +8,7 @@ from engine.storage.db import Database
 from engine.storage.models import Identity, Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
-from tests.e2e.test_okta_create import job_detail, scim_post, wait_job
+from tests.e2e.support import job_detail, scim_post, wait_job
 from tests.harness import Connected, Usher, connect_acme
 
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"

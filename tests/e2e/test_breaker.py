@@ -17,7 +17,7 @@ from engine.storage.models import Integration, Job, JobStatus
 from engine.storage.vault import Vault
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
-from tests.e2e.test_okta_create import scim_post, wait_job
+from tests.e2e.support import scim_post, wait_job
 from tests.harness import (
     Connected,
     Usher,

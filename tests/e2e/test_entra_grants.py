@@ -4,51 +4,15 @@ account from before Usher, and the plan equal to what then ran.
 Entra's own payloads (fixtures/idp/entra); the real worker drives Chromium through Acme.
 """
 
-import asyncio
-import time
-
 import httpx
-from sqlmodel import col, select
+from sqlmodel import select
 
-from engine.jobs import state
 from engine.storage.db import Database
-from engine.storage.models import Action, AppAccount, Job, JobStatus
+from engine.storage.models import AppAccount, Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import filled
-from tests.e2e.test_group_grants import roles
-from tests.e2e.test_okta_create import wait_job
+from tests.e2e.support import ran, roles, settle, wait_job
 from tests.harness import Connected, Usher
-
-
-async def settle(db: Database, integration_id: str, identity_id: str, seen: int) -> list[Job]:
-    """Wait until every job of the integration is final; return the identity's new jobs."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        async with db.session() as session:
-            query = select(Job).where(Job.integration_id == integration_id)
-            jobs = (await session.exec(query)).all()
-        mine = sorted((j for j in jobs if j.identity_id == identity_id), key=lambda j: j.created_at)
-        if len(mine) > seen and all(j.status in state.FINAL for j in jobs):
-            for job in mine[seen:]:
-                assert job.status in (JobStatus.succeeded, JobStatus.superseded), job.error
-            return mine[seen:]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"jobs of {identity_id} did not settle")
-
-
-async def ran(db: Database, jobs: list[Job]) -> list[tuple[str, str | None]]:
-    """Return the actions that succeeded in these jobs, but the sign-in, in order."""
-    async with db.session() as session:
-        query = (
-            select(Action)
-            .where(
-                col(Action.job_id).in_([j.id for j in jobs]),
-                Action.name != "login",
-                Action.status == "succeeded",
-            )
-            .order_by(col(Action.started_at))
-        )
-        return [(a.name, a.target) for a in (await session.exec(query)).all()]
 
 
 def plan_of(acme: AcmeServer, email: str) -> str:

@@ -14,7 +14,7 @@ from engine.storage.db import Database
 from engine.storage.models import Action, Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import filled, okta_user
-from tests.e2e.test_okta_create import scim_post, wait_job
+from tests.e2e.support import roles, scim_post, wait_job
 from tests.harness import Connected, Usher
 
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -44,12 +44,6 @@ async def actions_of(db: Database, job: Job) -> list[tuple[str, str | None]]:
     async with db.session() as session:
         query = select(Action).where(Action.job_id == job.id, Action.name != "login")
         return [(a.name, a.target) for a in (await session.exec(query)).all()]
-
-
-def roles(acme: AcmeServer, email: str) -> set[str]:
-    """Return the roles Acme's account of that email holds."""
-    (user,) = acme.state.users_with_email(email)
-    return set(user.roles)
 
 
 def remove(member: str) -> dict:

@@ -9,7 +9,7 @@ from sqlmodel import col, select
 from engine.storage.db import Database
 from engine.storage.models import Job, JobStatus
 from fixtures.idp import okta_user
-from tests.e2e.test_okta_create import scim_post, wait_job
+from tests.e2e.support import scim_post, wait_job
 from tests.harness import Connected, Usher
 
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"

@@ -1,9 +1,7 @@
 """The spine: an Okta SCIM create becomes a real Acme account, with screenshot evidence."""
 
-import asyncio
 import hashlib
 import io
-import time
 
 import httpx
 from arq.connections import create_pool
@@ -13,58 +11,13 @@ from sqlmodel import select
 
 from engine.automation.browser import find_chromium
 from engine.constants import MASK_COLOR, QUEUE_NAME
-from engine.jobs import state
 from engine.jobs.queue import redis_settings
 from engine.storage.db import Database
 from engine.storage.models import AppAccount, Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
+from tests.e2e.support import fetch, job_detail, scim_post, wait_job
 from tests.harness import Connected, Usher
-
-
-async def scim_post(connected: Connected, body: dict) -> httpx.Response:
-    """POST a user as Okta does (with room for a loaded machine's slower answer)."""
-    async with httpx.AsyncClient(timeout=30.0) as client:
-        return await client.post(
-            f"{connected.scim_url}/Users",
-            json=body,
-            headers={
-                "Authorization": f"Bearer {connected.token}",
-                "Content-Type": "application/json",
-            },
-        )
-
-
-async def wait_job(db: Database, identity_id: str, timeout_s: float = 90) -> Job:
-    """Wait until the identity's newest job is final."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        async with db.session() as session:
-            query = select(Job).where(Job.identity_id == identity_id)
-            jobs = (await session.exec(query)).all()
-        if jobs and all(j.status in state.FINAL for j in jobs):
-            return max(jobs, key=lambda j: j.created_at)
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no final job for identity {identity_id} after {timeout_s}s")
-
-
-async def job_detail(usher: Usher, connected: Connected, job_id: str) -> dict:
-    """Read a job through the operator API."""
-    async with httpx.AsyncClient() as client:
-        response = await client.get(
-            f"{usher.api}/api/jobs/{job_id}",
-            headers={"Authorization": f"Bearer {connected.operator}"},
-        )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def fetch(usher: Usher, connected: Connected, url: str) -> bytes:
-    """Download an evidence file with the operator token."""
-    async with httpx.AsyncClient() as client:
-        response = await client.get(url, headers={"Authorization": f"Bearer {connected.operator}"})
-    assert response.status_code == 200, response.text
-    return response.content
 
 
 async def password_box(acme: AcmeServer) -> dict:

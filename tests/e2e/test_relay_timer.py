@@ -9,7 +9,7 @@ from engine.storage.db import Database
 from engine.storage.models import Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
-from tests.e2e.test_okta_create import scim_post, wait_job
+from tests.e2e.support import scim_post, wait_job
 from tests.harness import Connected, Usher, start_process, stop_process
 
 LEASE_S = 2

@@ -10,9 +10,7 @@ from engine.storage.db import Database
 from engine.storage.models import JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import filled
-from tests.e2e.test_entra_grants import ran, settle
-from tests.e2e.test_group_grants import roles
-from tests.e2e.test_okta_create import wait_job
+from tests.e2e.support import ran, roles, settle, wait_job
 from tests.harness import Connected, Usher
 
 

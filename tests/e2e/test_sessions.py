@@ -6,7 +6,7 @@ from engine.storage.db import Database
 from engine.storage.models import JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
-from tests.e2e.test_okta_create import job_detail, scim_post, wait_job
+from tests.e2e.support import job_detail, scim_post, wait_job
 from tests.harness import (
     Connected,
     Usher,

@@ -18,7 +18,7 @@ from engine.storage.db import Database
 from engine.storage.models import JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
-from tests.e2e.test_okta_create import scim_post, wait_job
+from tests.e2e.support import scim_post, wait_job
 from tests.harness import (
     ROOT,
     connect_acme_at,
