@@ -27,6 +27,7 @@ from engine.scim.provider import build_provider
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.models import Identity, Job, Membership, ScimGroup, utcnow
+from tests.databases import DATABASES, served_database
 from tests.harness import (
     ROOT,
     free_port,
@@ -50,8 +51,8 @@ PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-REDIS_DB = 15
-"""The Redis database this server's jobs go to, which the shared worker never reads."""
+REDIS_DBS = {"sqlite": 15, "postgresql": 13}
+"""The Redis databases these servers' jobs go to, which no worker reads."""
 
 
 @dataclass
@@ -107,23 +108,28 @@ class Scim:
         return self.ok("POST", "/Users", body)
 
 
-@pytest.fixture(scope="session")
-def scim_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ScimServer]:
-    """Run `usher serve` alone over a fresh data dir."""
-    data_dir = tmp_path_factory.mktemp("scim-data")
-    log = tmp_path_factory.mktemp("scim-logs") / "serve.log"
-    port = free_port()
-    queue_url = other_redis_db(redis_url, REDIS_DB)
+@pytest.fixture(scope="session", params=DATABASES)
+def scim_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[ScimServer]:
+    """Run `usher serve` alone over a fresh data dir, on SQLite and on PostgreSQL."""
+    data_dir = tmp_path_factory.mktemp(f"scim-data-{request.param}")
+    log = tmp_path_factory.mktemp(f"scim-logs-{request.param}") / "serve.log"
+    queue_url = other_redis_db(redis_url, REDIS_DBS[request.param])
     redis.Redis.from_url(queue_url).flushdb()
-    env = usher_env(data_dir, queue_url, port)
-    process = start_process("serve", env, log)
-    api = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(api, process, log)
-        settings = Settings(data_dir=data_dir, flows_dir=ROOT / "flows")
-        yield ScimServer(api, settings, log)
-    finally:
-        stop_process(process)
+    with served_database(request.param, data_dir) as database_url:
+        port = free_port()
+        env = {**usher_env(data_dir, queue_url, port), "USHER_DATABASE_URL": database_url}
+        process = start_process("serve", env, log)
+        api = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(api, process, log)
+            settings = Settings(
+                data_dir=data_dir, database_url=database_url, flows_dir=ROOT / "flows"
+            )
+            yield ScimServer(api, settings, log)
+        finally:
+            stop_process(process)
 
 
 @pytest.fixture(scope="session")
