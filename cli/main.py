@@ -27,6 +27,7 @@ from engine.jobs.preview import plan_integration, render_plan
 from engine.settings import Settings
 from engine.storage.models import Integration
 from engine.storage.vault import Vault
+from engine.version import usher_version
 
 app = typer.Typer(
     help="Usher: provision IdP identities into web apps without an API.",
@@ -47,6 +48,27 @@ DataDir = Annotated[
 RedisUrl = Annotated[
     str | None, typer.Option("--redis-url", help="redis:// or unix:// URL (USHER_REDIS_URL).")
 ]
+Host = Annotated[str | None, typer.Option("--host", help="Address to bind (USHER_HOST).")]
+Port = Annotated[int | None, typer.Option("--port", help="Port to bind (USHER_PORT).")]
+
+
+def print_version(value: bool) -> None:
+    """Print the installed package's version and exit, so operators know what runs."""
+    if value:
+        typer.echo(f"usher {usher_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Usher: provision IdP identities into web apps without an API."""
 
 
 def vault_of(settings: Settings) -> Vault:
@@ -65,22 +87,26 @@ def require_redis(settings: Settings, command: str) -> str:
 
 
 @app.command()
-def up(data_dir: DataDir = None, port: int | None = None, redis_url: RedisUrl = None) -> None:
+def up(
+    data_dir: DataDir = None, host: Host = None, port: Port = None, redis_url: RedisUrl = None
+) -> None:
     """Run the API and one worker in one process, over an embedded Redis unless one is given."""
     from cli.server import run_up
 
-    settings = settings_for(data_dir, port=port, redis_url=redis_url)
+    settings = settings_for(data_dir, host=host, port=port, redis_url=redis_url)
     with redis_for_up(settings) as url:
         configure()
         run(lambda: run_up(settings, url))
 
 
 @app.command()
-def serve(data_dir: DataDir = None, port: int | None = None, redis_url: RedisUrl = None) -> None:
+def serve(
+    data_dir: DataDir = None, host: Host = None, port: Port = None, redis_url: RedisUrl = None
+) -> None:
     """Run the API only, against a real Redis shared with workers."""
     from cli.server import run_serve
 
-    settings = settings_for(data_dir, port=port, redis_url=redis_url)
+    settings = settings_for(data_dir, host=host, port=port, redis_url=redis_url)
     url = require_redis(settings, "serve")
     configure()
     run(lambda: run_serve(settings, url))

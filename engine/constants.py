@@ -71,3 +71,8 @@ CHROMIUM_SYSTEM_PATH: Final = "/usr/bin/chromium"
 MIB: Final = 1024 * 1024
 """Bytes in a mebibyte, for memory bounds given in MiB."""
 TEST_HOST_RESOLVER_RULES: Final = "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1, EXCLUDE localhost"
+
+DISTRIBUTION: Final = "usher"
+"""The package name `usher --version` and the API read their version from."""
+UNKNOWN_VERSION: Final = "0+unknown"
+"""The version reported when Usher runs from a checkout that was never installed."""
