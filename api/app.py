@@ -10,12 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import evidence, integrations, jobs, scim
+from api.routes import evidence, health, integrations, jobs, scim
 from engine.jobs.queue import JobQueue
 from engine.scim.provider import ScimServices
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.evidence import DirectoryEvidenceStore
+from engine.version import usher_version
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,11 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
             await app.state.queue.close()
             await db.dispose()
 
-    app = FastAPI(title="Usher", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Usher", version=usher_version(), lifespan=lifespan)
     app.state.settings = settings
     app.state.scim_services = ScimServices(settings)
     app.state.evidence = DirectoryEvidenceStore(settings.evidence_dir)
+    app.include_router(health.router)
     app.include_router(scim.router)
     app.include_router(jobs.router)
     app.include_router(evidence.router)
@@ -64,10 +66,5 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
             {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()
         ]
         return JSONResponse({"detail": problems}, status_code=422)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        """Tell a load balancer the API is up."""
-        return {"status": "ok"}
 
     return app

@@ -371,6 +371,25 @@ def plan_command(
     typer.echo(preview.model_dump_json(indent=2) if as_json else render_plan(preview))
 
 
+@app.command("status")
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Print what /readyz checks, each lane's queue and the oldest queued job."""
+    from cli.status import gather_status, render_status
+
+    settings = settings_for(data_dir)
+    readiness, queue, problem = run(lambda: gather_status(settings))
+    if as_json:
+        report = {"readiness": readiness.model_dump(), "queue": queue and queue.model_dump()}
+        typer.echo(json.dumps(report | {"problem": problem or None}, indent=2))
+    else:
+        typer.echo(render_status(readiness, queue, problem))
+    if not readiness.ready:
+        raise typer.Exit(code=1)
+
+
 @tokens.command("create")
 def tokens_create(
     name: Annotated[str, typer.Option(help="Who or what uses the token.")] = "operator",

@@ -76,3 +76,11 @@ DISTRIBUTION: Final = "usher"
 """The package name `usher --version` and the API read their version from."""
 UNKNOWN_VERSION: Final = "0+unknown"
 """The version reported when Usher runs from a checkout that was never installed."""
+HEARTBEAT_PREFIX: Final = f"{REDIS_PREFIX}worker:"
+"""A key per worker process, refreshed while it runs: `/readyz` and `usher status` read them."""
+HEARTBEAT_EVERY_S: Final = 5.0
+"""How often a worker process refreshes its heartbeat, on a timer of its own."""
+HEARTBEAT_TTL_S: Final = 30
+"""A heartbeat not refreshed for this long expires: its worker no longer counts as alive."""
+HEALTH_CHECK_TIMEOUT_S: Final = 2.0
+"""How long one readiness check may take, so a hung database or Redis answers 'failed'."""

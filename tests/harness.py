@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from subprocess import DEVNULL
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -122,7 +121,8 @@ def start_process(
 def start_redis_server(port: int) -> subprocess.Popen[bytes]:
     """Start a private, memory-only redis-server on 127.0.0.1 and wait until it answers."""
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-    process = subprocess.Popen([*command, "--save", "", "--appendonly", "no"], stdout=DEVNULL)
+    command += ["--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     client = redis.Redis(port=port)
 
     def answers() -> bool:

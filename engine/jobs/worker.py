@@ -17,6 +17,7 @@ from engine.constants import (
     KEEP_RESULT_S,
     RECONCILE_FUNCTION,
 )
+from engine.jobs.heartbeat import beat
 from engine.jobs.maintenance import maintain
 from engine.jobs.queue import LANE_QUEUES, JobQueue, redis_settings, wait_for_redis
 from engine.jobs.runner import JobRunner, JobServices
@@ -108,7 +109,7 @@ class UsherWorker(Worker):
 
 
 class SharedServices:
-    """One browser, database and maintenance timer for a process's workers, opened once.
+    """One browser, database, maintenance timer and heartbeat for a process's workers.
 
     Each `usher worker` runs two arq workers, one per lane: the normal one with
     `worker_max_jobs` slots and the urgent one with `worker_urgent_slots` reserved for jobs
@@ -120,6 +121,7 @@ class SharedServices:
         self.settings = settings
         self.services: JobServices | None = None
         self.maintenance: asyncio.Task[None] | None = None
+        self.heartbeat: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     async def startup(self, ctx: dict[str, Any]) -> None:
@@ -132,15 +134,19 @@ class SharedServices:
             if self.services is None:
                 self.services = await _open_services(self.settings, ctx["redis"])
                 self.maintenance = asyncio.create_task(maintain(self.services))
+                self.heartbeat = asyncio.create_task(
+                    beat(self.services.redis, self.services.worker_name)
+                )
         ctx["services"] = self.services
 
     async def close(self) -> None:
-        """Stop the maintenance timer, then close the browser and the database; once."""
-        maintenance, self.maintenance = self.maintenance, None
-        if maintenance is not None:
-            maintenance.cancel()
+        """Stop the heartbeat and the maintenance timer, then close the browser and database."""
+        tasks = [t for t in (self.heartbeat, self.maintenance) if t is not None]
+        self.heartbeat = self.maintenance = None
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+                await task
         services, self.services = self.services, None
         if services is not None:
             await services.browsers.stop()
