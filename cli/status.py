@@ -23,9 +23,7 @@ async def gather_status(settings: Settings) -> tuple[Readiness, QueueReport | No
     """Run the readiness checks and read the queue; a queue that cannot be read says why."""
     url = status_redis_url(settings)
     no_redis = (
-        f"no USHER_REDIS_URL and no `usher up` runs on {settings.data_dir}"
-        if url is None
-        else ""
+        f"no USHER_REDIS_URL and no `usher up` runs on {settings.data_dir}" if url is None else ""
     )
     redis = (
         Redis.from_url(

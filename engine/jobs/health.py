@@ -156,4 +156,3 @@ async def queue_report(db: Database) -> QueueReport:
             age_s=round((utcnow() - oldest.created_at).total_seconds(), 1),
         )
     return report
-
