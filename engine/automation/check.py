@@ -9,7 +9,7 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from engine.apps.profile import USER_VARIABLES
-from engine.apps.template import AppError, AppTemplate, load_app
+from engine.apps.template import AppError, AppTemplate, app_path, load_app
 from engine.automation.language import Flow, FlowError, Step, load_flow, uses_secret
 
 ENTITLEMENT_ACTIONS = ("grant_entitlement", "revoke_entitlement", "set_role")
@@ -122,8 +122,8 @@ def _walk(steps: list[Step], prefix: str = "steps") -> Iterator[tuple[str, Step]
     for index, step in enumerate(steps):
         where = f"{prefix}[{index}]"
         yield where, step
-        yield from _walk(step.then, f"{where}.then")
-        yield from _walk(step.otherwise, f"{where}.else")
+        for field, children in step.children():
+            yield from _walk(children, f"{where}.{field}")
 
 
 def _references(template: str) -> tuple[set[str], set[tuple[str, str]]]:
@@ -203,20 +203,30 @@ def check_flow(path: Path, app: AppTemplate) -> list[Problem]:
     if flow.action != path.stem:
         problems.append(Problem(path, "action", f"{flow.action!r} differs from the file name"))
     extracted: set[str] = set()
+    rows: set[str] = set()
     for where, step in _walk(flow.steps):
-        for message in _check_step(step, flow.action, app, extracted):
+        messages = _check_step(step, flow.action, app, extracted)
+        if step.for_each is not None and step.for_each not in rows:
+            messages.append(
+                f"for_each reads vars.{step.for_each}, which no earlier extract_rows reads"
+            )
+        for message in messages:
             problems.append(Problem(path, f"{where} ({step.title})", message))
         if step.into:
             extracted.add(step.into)
+        if step.kind == "extract_rows" and step.into:
+            rows.add(step.into)
+        if step.for_each is not None:
+            extracted.add(step.as_)
     return problems
 
 
-def check_app(flows_dir: Path, name: str) -> list[Problem]:
+def check_app(flows_dir: Path | None, name: str) -> list[Problem]:
     """Return every problem of an app: capabilities, its template, each declared flow."""
     try:
         app = load_app(flows_dir, name)
     except AppError as error:
-        return [Problem(flows_dir / name / "app.yaml", "template", str(error))]
+        return [Problem(app_path(flows_dir, name), "template", str(error))]
     problems = check_capabilities(app, app.folder / "app.yaml")
     for action in app.actions:
         path = app.flow_path(action)

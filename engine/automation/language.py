@@ -9,6 +9,8 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from engine.constants import REPEAT_MAX_ROUNDS
+
 FLOW_VERSION = 1
 STEP_KINDS = (
     "goto",
@@ -29,6 +31,8 @@ STEP_KINDS = (
     "if_visible",
     "unless_visible",
     "if_all",
+    "repeat",
+    "for_each",
     "screenshot",
     "already",
     "fail",
@@ -38,6 +42,8 @@ STEP_KINDS = (
 
 
 BRANCHING = ("if_visible", "unless_visible", "if_all")
+LOOPS = ("repeat", "for_each")
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class FlowError(Exception):
@@ -103,6 +109,56 @@ class Expectation(BaseModel):
     value: str | None = None
     url: str | None = Field(default=None, description="A regular expression the URL must match.")
     load_state: Literal["load", "domcontentloaded", "networkidle"] | None = None
+    response: str | None = Field(
+        default=None,
+        description="A regular expression of a URL: wait for its response, counting those"
+        " that came since the previous step began.",
+    )
+    request: str | None = Field(
+        default=None,
+        description="A regular expression of a URL: wait for a request to it, counting those"
+        " sent since the previous step began.",
+    )
+
+    @model_validator(mode="after")
+    def _network_alone(self) -> "Expectation":
+        """Refuse a wait for a response or request mixed with anything else: one per step."""
+        network = [k for k in ("response", "request") if getattr(self, k) is not None]
+        others = [k for k, v in self.model_dump(exclude_none=True).items() if k not in network]
+        if network and (len(network) > 1 or others):
+            raise ValueError(f"{network[0]} goes alone, not with {(network[1:] + others)[0]}")
+        return self
+
+
+class Repeat(BaseModel):
+    """Run a step's `steps` while (or until) a condition holds, at most `max` rounds."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    while_: Condition | None = Field(
+        default=None, alias="while", description="Checked before each round; stop when false."
+    )
+    until: Condition | None = Field(
+        default=None, description="Checked after each round; stop when true."
+    )
+    max: int = Field(
+        ge=1,
+        le=REPEAT_MAX_ROUNDS,
+        description="The most rounds; the step fails when the condition still says go on.",
+    )
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> "Repeat":
+        """Refuse a loop with no condition or two: it must say when it ends."""
+        if (self.while_ is None) == (self.until is None):
+            raise ValueError("repeat needs exactly one of while, until")
+        return self
+
+    @property
+    def condition(self) -> Condition:
+        """Return the loop's one condition."""
+        found = self.while_ or self.until
+        assert found is not None
+        return found
 
 
 class Step(BaseModel):
@@ -132,6 +188,12 @@ class Step(BaseModel):
     if_visible: Locator | None = None
     unless_visible: Locator | None = None
     if_all: list[Condition] | None = None
+    repeat: Repeat | None = None
+    for_each: str | None = Field(
+        default=None,
+        pattern=IDENTIFIER,
+        description="The rows an extract_rows read (its `into`): run `steps` for each one.",
+    )
     screenshot: str | None = None
     already: str | None = None
     fail: str | None = None
@@ -163,6 +225,15 @@ class Step(BaseModel):
     fallbacks: list[Locator] = Field(default_factory=list)
     then: list["Step"] = Field(default_factory=list)
     otherwise: list["Step"] = Field(default_factory=list, alias="else")
+    steps: list["Step"] = Field(
+        default_factory=list, description="For repeat and for_each: the steps of each round."
+    )
+    as_: str = Field(
+        default="row",
+        alias="as",
+        pattern=IDENTIFIER,
+        description="For for_each: the row's name, read as vars.<as> inside the steps.",
+    )
     timeout_ms: int | None = Field(default=None, gt=0, le=300_000)
 
     @model_validator(mode="after")
@@ -190,7 +261,19 @@ class Step(BaseModel):
             raise ValueError("if_all needs at least one condition")
         if kind not in BRANCHING and (self.then or self.otherwise):
             raise ValueError("then/else go with if_visible, unless_visible or if_all")
+        if kind in LOOPS and not self.steps:
+            raise ValueError(f"{kind} needs steps")
+        if kind not in LOOPS and self.steps:
+            raise ValueError("steps go with repeat or for_each")
         return self
+
+    def children(self) -> list[tuple[str, list["Step"]]]:
+        """Return the step's nested step lists with their field names, in document order."""
+        return [
+            (n, s)
+            for n, s in (("then", self.then), ("else", self.otherwise), ("steps", self.steps))
+            if s
+        ]
 
     @property
     def kind(self) -> str:
@@ -212,6 +295,9 @@ class Step(BaseModel):
             return f"{self.kind} {self.locator.describe()}"
         if self.kind == "if_all":
             return "if all of " + "; ".join(c.describe() for c in self.if_all or [])
+        if self.repeat is not None:
+            word = "while" if self.repeat.while_ else "until"
+            return f"repeat {word} {self.repeat.condition.describe()}"
         return f"{self.kind} {getattr(self, self.kind)}"
 
     def templates(self, *, include_value: bool = True) -> list[str]:
@@ -228,6 +314,8 @@ class Step(BaseModel):
             self.screenshot,
         )
         found: list[str] = [v for v in fields if isinstance(v, str)]
+        if isinstance(self.wait_for, Expectation):
+            found += [v for v in (self.wait_for.response, self.wait_for.request) if v]
         for spec in self.locators():
             found += [v for v in spec.model_dump().values() if isinstance(v, str)]
         return found
@@ -236,6 +324,7 @@ class Step(BaseModel):
         """Return every locator the step uses, fallbacks and conditions included."""
         specs: list[Locator] = [s for s in (self.locator, *self.fallbacks) if s is not None]
         specs += list(self.if_all or []) + list(self.columns.values())
+        specs += [self.repeat.condition] if self.repeat else []
         specs += [s for s in (self.close, self.next_page) if s is not None]
         return specs
 

@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator as PwLocator
@@ -31,6 +31,8 @@ NAVIGATION_GRACE_S = 0.1
 REDACTED = "•••"
 BENIGN_REQUEST_FAILURES = ("ERR_BLOCKED_BY_CLIENT", "ERR_ABORTED")
 """Request failures that are Usher's own guard or a navigation cutting a fetch short."""
+ACTING = ("goto", "click", "fill", "select", "check", "uncheck", "press", "upload", "totp")
+"""Steps that may start a request; a network wait counts what came since the last one began."""
 STRICT_MODE = re.compile(r"strict mode violation: .*? resolved to (\d+) elements")
 COVERED = re.compile(r"- (.+?) intercepts pointer events")
 
@@ -122,6 +124,11 @@ class FlowRunner:
         page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
         page.on("response", self._watch_response)
         page.on("requestfailed", self._watch_failed_request)
+        self.network: list[tuple[str, str]] = []
+        """("request" | "response", URL) seen since the last acting step began."""
+        self.loop_vars: dict[str, dict[str, str]] = {}
+        page.on("request", lambda request: self.network.append(("request", request.url)))
+        page.on("requestfinished", lambda request: self.network.append(("response", request.url)))
         self.crashed = False
         page.on("crash", self._on_crash)
 
@@ -168,6 +175,7 @@ class FlowRunner:
         self.extracted.clear()
         self.rows.clear()
         self.faults.clear()
+        self.loop_vars.clear()
         already = False
         try:
             await self._run_steps(flow.steps)
@@ -187,7 +195,7 @@ class FlowRunner:
         return {
             **self.run_context.variables,
             "secrets": self.run_context.secrets,
-            "vars": {**self.extracted, **self.rows},
+            "vars": {**self.extracted, **self.rows, **self.loop_vars},
         }
 
     def _render(self, template: str) -> str:
@@ -201,6 +209,8 @@ class FlowRunner:
             raise FlowFailed(f"stopped before step {self.position + 1}: {halted}", transient=True)
         self.position += 1
         position, started = self.position, time.monotonic()
+        if step.kind in ACTING:
+            self.network.clear()
         matched: str | None = self._describe(step.locator) if step.locator else None
         status, branch = "ok", None
         try:
@@ -224,6 +234,52 @@ class FlowRunner:
         await self._record(step, position, started, status, matched, None)
         if branch:
             await self._run_steps(branch)
+        if step.repeat is not None:
+            await self._repeat(step)
+        if step.for_each is not None:
+            await self._for_each(step)
+
+    async def _repeat(self, step: Step) -> None:
+        """Run a loop's steps while (or until) its condition holds; fail at its bound."""
+        spec = step.repeat
+        assert spec is not None
+        for _ in range(spec.max):
+            if spec.while_ is not None and not await self._holds(step, spec.while_):
+                return
+            await self._run_steps(step.steps)
+            if spec.until is not None and await self._holds(step, spec.until):
+                return
+        if spec.while_ is not None and not await self._holds(step, spec.while_):
+            return
+        said = "still holds" if spec.while_ is not None else "never held"
+        reason = (
+            f"the loop reached its bound of {spec.max} rounds and"
+            f" {self._describe(spec.condition)} {said}"
+        )
+        await self._fail_after(step, reason)
+
+    async def _for_each(self, step: Step) -> None:
+        """Run a loop's steps once per row read by an extract_rows, as vars.<as>."""
+        for row in self.rows.get(step.for_each or "", []):
+            self.loop_vars[step.as_] = row
+            try:
+                await self._run_steps(step.steps)
+            finally:
+                self.loop_vars.pop(step.as_, None)
+
+    async def _holds(self, step: Step, condition: Condition) -> bool:
+        """Evaluate a loop's condition now; a Playwright error fails the loop as a step."""
+        try:
+            return await self._check_condition(condition, step.frame)
+        except (PlaywrightError, AssertionError) as error:
+            await self._fail_after(step, f"its condition could not be read: {explain(error)}")
+
+    async def _fail_after(self, step: Step, reason: str) -> NoReturn:
+        """Record a loop's failure as a further step of its own, then raise FlowFailed."""
+        self.position += 1
+        condition = step.repeat.condition if step.repeat else None
+        matched = self._describe(condition) if condition else None
+        await self._fail(step, self.position, time.monotonic(), matched, reason, False)
 
     async def _perform(self, step: Step) -> tuple[str | None, str, list[Step] | None]:
         """Do what a step says; return the matched locator, status and branch to run."""
@@ -238,6 +294,17 @@ class FlowRunner:
             return self._describe(step.locator) if step.locator else None, "ok", branch
         if kind == "screenshot":
             return None, "ok", None
+        if kind == "repeat" and step.repeat is not None:
+            return self._describe(step.repeat.condition), "ok", None
+        if kind == "for_each":
+            if step.for_each not in self.rows:
+                raise FlowFailed(f"no rows named {step.for_each!r}: read them with extract_rows")
+            return f"{len(self.rows[step.for_each])} row(s) of vars.{step.for_each}", "ok", None
+        waits = getattr(step, kind) if kind in ("expect", "wait_for") else None
+        if isinstance(waits, Expectation) and (waits.response or waits.request):
+            which = "response" if waits.response else "request"
+            pattern = waits.response or waits.request or ""
+            return await self._wait_network(which, pattern, timeout_ms), "ok", None
         if kind == "dialog":
             self._arm_dialog(step.dialog == "accept")
             return None, "ok", None
@@ -265,6 +332,21 @@ class FlowRunner:
         target, matched = await self._resolve(step, timeout_ms)
         await self._act(step, target, timeout_ms)
         return matched, "ok", None
+
+    async def _wait_network(self, which: str, template: str, timeout_ms: int) -> str:
+        """Wait for a request sent, or a response received, since the last acting step began."""
+        pattern = re.compile(self._render(template))
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            for kind, url in self.network:
+                if kind == which and pattern.search(url):
+                    return self.redact(f"{which} {url}")
+            if time.monotonic() >= deadline:
+                raise FlowFailed(
+                    f"no {which} matching {pattern.pattern!r} since the last acting step"
+                    f" began, within {timeout_ms} ms"
+                )
+            await self.page.wait_for_timeout(POLL_S * 1000)
 
     async def _goto(self, url: str, timeout_ms: int) -> None:
         """Open a URL on the integration's origin; a 5xx page is worth another attempt."""
@@ -556,7 +638,7 @@ class FlowRunner:
         reason: str,
         transient: bool,
         raised: FlowFailed | None = None,
-    ) -> None:
+    ) -> NoReturn:
         """Record a failed step with the page as it was, then raise FlowFailed.
 
         The failure is permanent only when the page had loaded and no 5xx or network error

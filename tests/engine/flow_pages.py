@@ -80,7 +80,9 @@ def as_json(make: Callable[[Request], Any]) -> Handler:
 @contextmanager
 def serve(routes: dict[str, Handler]) -> Iterator[ThreadedServer]:
     """Serve handlers by path on 127.0.0.1 for one test module."""
-    app = Starlette(routes=[Route(path, handler) for path, handler in routes.items()])
+    app = Starlette(
+        routes=[Route(path, handler, methods=["GET", "POST"]) for path, handler in routes.items()]
+    )
     with ThreadedServer(app) as server:
         yield server
 
