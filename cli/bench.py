@@ -185,7 +185,7 @@ async def _runner_benchmark(settings: Settings, rounds: int) -> list[Result]:
     return [Result("runner: 3 fills + screenshots", "raw Playwright", measured, baseline)]
 
 
-async def run_bench(users: int, rounds: int, flows_dir: Path) -> list[Result]:
+async def run_bench(users: int, rounds: int, flows_dir: Path | None) -> list[Result]:
     """Run every benchmark in a throw-away data dir and return the results."""
     with tempfile.TemporaryDirectory(prefix="usher-bench-") as tmp:
         settings = Settings(data_dir=Path(tmp), flows_dir=flows_dir, isolated_dns=True)
@@ -205,6 +205,6 @@ def report(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def bench_main(users: int, rounds: int, flows_dir: Path) -> str:
+def bench_main(users: int, rounds: int, flows_dir: Path | None) -> str:
     """Run the benchmarks and return the report."""
     return report(asyncio.run(run_bench(users, rounds, flows_dir)))

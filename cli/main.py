@@ -50,6 +50,10 @@ RedisUrl = Annotated[
 ]
 Host = Annotated[str | None, typer.Option("--host", help="Address to bind (USHER_HOST).")]
 Port = Annotated[int | None, typer.Option("--port", help="Port to bind (USHER_PORT).")]
+FlowsDir = Annotated[
+    Path | None,
+    typer.Option("--flows-dir", help="Your own apps, beside the built-in ones (USHER_FLOWS_DIR)."),
+]
 
 
 def print_version(value: bool) -> None:
@@ -88,12 +92,18 @@ def require_redis(settings: Settings, command: str) -> str:
 
 @app.command()
 def up(
-    data_dir: DataDir = None, host: Host = None, port: Port = None, redis_url: RedisUrl = None
+    data_dir: DataDir = None,
+    host: Host = None,
+    port: Port = None,
+    redis_url: RedisUrl = None,
+    flows_dir: FlowsDir = None,
 ) -> None:
     """Run the API and one worker in one process, over an embedded Redis unless one is given."""
     from cli.server import run_up
 
-    settings = settings_for(data_dir, host=host, port=port, redis_url=redis_url)
+    settings = settings_for(
+        data_dir, host=host, port=port, redis_url=redis_url, flows_dir=flows_dir
+    )
     with redis_for_up(settings) as url:
         configure()
         run(lambda: run_up(settings, url))
@@ -101,23 +111,31 @@ def up(
 
 @app.command()
 def serve(
-    data_dir: DataDir = None, host: Host = None, port: Port = None, redis_url: RedisUrl = None
+    data_dir: DataDir = None,
+    host: Host = None,
+    port: Port = None,
+    redis_url: RedisUrl = None,
+    flows_dir: FlowsDir = None,
 ) -> None:
     """Run the API only, against a real Redis shared with workers."""
     from cli.server import run_serve
 
-    settings = settings_for(data_dir, host=host, port=port, redis_url=redis_url)
+    settings = settings_for(
+        data_dir, host=host, port=port, redis_url=redis_url, flows_dir=flows_dir
+    )
     url = require_redis(settings, "serve")
     configure()
     run(lambda: run_serve(settings, url))
 
 
 @app.command()
-def worker(data_dir: DataDir = None, redis_url: RedisUrl = None) -> None:
+def worker(
+    data_dir: DataDir = None, redis_url: RedisUrl = None, flows_dir: FlowsDir = None
+) -> None:
     """Run one worker that reconciles accounts, against a real Redis."""
     from engine.jobs.worker import run_worker
 
-    settings = settings_for(data_dir, redis_url=redis_url)
+    settings = settings_for(data_dir, redis_url=redis_url, flows_dir=flows_dir)
     url = require_redis(settings, "worker")
     configure()
     run(lambda: run_worker(settings, url))

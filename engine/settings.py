@@ -27,7 +27,10 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
-    flows_dir: Path = Field(default=Path("flows"), description="One folder per app template.")
+    flows_dir: Path | None = Field(
+        default=None,
+        description="A deployment's own apps, one folder each, found before the built-in ones.",
+    )
     scim_secret: str = Field(
         default="development-only-scim-cursor-secret",
         description="Signs SCIM paging cursors; must be set outside development.",

@@ -16,6 +16,9 @@ from pydantic import (
 
 from engine.apps.profile import USER_VARIABLES
 
+BUILTIN_FLOWS_DIR = Path(__file__).resolve().parents[2] / "flows"
+"""The apps Usher ships: `flows/` beside the packages, in a checkout and in the wheel alike."""
+
 ACTIONS = (
     "login",
     "create_user",
@@ -146,9 +149,17 @@ class AppTemplate(BaseModel):
         return next((s for s in self.secrets if s.name == name), None)
 
 
-def available_apps(flows_dir: Path) -> list[str]:
-    """Return the apps that have a template under the flows dir."""
-    return sorted(p.parent.name for p in flows_dir.glob("*/app.yaml"))
+def app_dirs(flows_dir: Path | None) -> list[Path]:
+    """Return where apps are looked up: a deployment's own folder first, then the built-in one."""
+    dirs = [flows_dir] if flows_dir is not None else []
+    if not any(d.resolve() == BUILTIN_FLOWS_DIR for d in dirs):
+        dirs.append(BUILTIN_FLOWS_DIR)
+    return dirs
+
+
+def available_apps(flows_dir: Path | None) -> list[str]:
+    """Return the apps that have a template, the deployment's own and the built-in ones."""
+    return sorted({p.parent.name for d in app_dirs(flows_dir) for p in d.glob("*/app.yaml")})
 
 
 @cache
@@ -164,12 +175,19 @@ def _load(path: Path, mtime: float) -> AppTemplate:
     return template.model_copy(update={"folder": path.parent})
 
 
-def load_app(flows_dir: Path, name: str) -> AppTemplate:
+def app_path(flows_dir: Path | None, name: str) -> Path:
+    """Return the app.yaml an app name resolves to; the deployment's own folder wins."""
+    candidates = [d / name / "app.yaml" for d in app_dirs(flows_dir)]
+    return next((path for path in candidates if path.is_file()), candidates[0])
+
+
+def load_app(flows_dir: Path | None, name: str) -> AppTemplate:
     """Return the template of an app, or raise AppError naming the apps there are."""
-    path = flows_dir / name / "app.yaml"
+    path = app_path(flows_dir, name)
     if not path.is_file():
         known = ", ".join(available_apps(flows_dir)) or "none"
-        raise AppError(f"unknown app {name!r} (apps in {flows_dir}: {known})")
+        where = ", ".join(str(d) for d in app_dirs(flows_dir))
+        raise AppError(f"unknown app {name!r} (apps in {where}: {known})")
     return _load(path, path.stat().st_mtime)
 
 

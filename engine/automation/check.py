@@ -9,7 +9,7 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from engine.apps.profile import USER_VARIABLES
-from engine.apps.template import AppError, AppTemplate, load_app
+from engine.apps.template import AppError, AppTemplate, app_path, load_app
 from engine.automation.language import Flow, FlowError, Step, load_flow, uses_secret
 
 ENTITLEMENT_ACTIONS = ("grant_entitlement", "revoke_entitlement", "set_role")
@@ -221,12 +221,12 @@ def check_flow(path: Path, app: AppTemplate) -> list[Problem]:
     return problems
 
 
-def check_app(flows_dir: Path, name: str) -> list[Problem]:
+def check_app(flows_dir: Path | None, name: str) -> list[Problem]:
     """Return every problem of an app: capabilities, its template, each declared flow."""
     try:
         app = load_app(flows_dir, name)
     except AppError as error:
-        return [Problem(flows_dir / name / "app.yaml", "template", str(error))]
+        return [Problem(app_path(flows_dir, name), "template", str(error))]
     problems = check_capabilities(app, app.folder / "app.yaml")
     for action in app.actions:
         path = app.flow_path(action)
