@@ -11,7 +11,15 @@ from engine.settings import Settings
 from engine.storage.db import Database
 from fixtures.acme.server import AcmeServer
 from fixtures.acme.state import AcmeState
-from tests.databases import DATABASES, served_database
+from tests.databases import (  # noqa: F401 (the database fixtures, for every test)
+    DATABASES,
+    database,
+    postgresql_backend,
+    postgresql_database,
+    served_database,
+    sqlite_backend,
+    sqlite_database,
+)
 from tests.harness import (
     ROOT,
     Connected,
@@ -25,8 +33,6 @@ from tests.harness import (
     wait_for,
     wait_healthy,
 )
-
-pytest_plugins = ["tests.databases"]
 
 USHER_REDIS_DBS = {"sqlite": 1, "postgresql": 2}
 """The Redis database of each session Usher's queue (tests/scim uses 15, tests/jobs 14)."""

@@ -21,6 +21,7 @@ from scim2_models import ScimProvider
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from typer.testing import CliRunner
 
 from engine.apps.integrations import create_api_token, create_integration
 from engine.scim.provider import build_provider
@@ -130,6 +131,16 @@ def scim_server(
             yield ScimServer(api, settings, log)
         finally:
             stop_process(process)
+
+
+@pytest.fixture
+def cli(scim_server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """Run the CLI on the SCIM server's data dir and database, as an admin there would."""
+    monkeypatch.setenv("USHER_DATA_DIR", str(scim_server.settings.data_dir))
+    monkeypatch.setenv("USHER_DATABASE_URL", scim_server.settings.resolved_database_url)
+    monkeypatch.setenv("USHER_FLOWS_DIR", str(ROOT / "flows"))
+    monkeypatch.delenv("USHER_REDIS_URL", raising=False)
+    return CliRunner()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ The SCIM server runs without a worker, so the plan shows what the jobs would do.
 
 import asyncio
 
-import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -17,15 +16,6 @@ from tests.harness import ROOT
 from tests.scim.conftest import GROUP_SCHEMA, Scim, ScimServer, identity_row
 
 ACME = load_app(ROOT / "flows", "acme")
-
-
-@pytest.fixture
-def cli(scim_server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    """Run the CLI on the SCIM server's data dir, as an admin on that machine would."""
-    monkeypatch.setenv("USHER_DATA_DIR", str(scim_server.settings.data_dir))
-    monkeypatch.setenv("USHER_FLOWS_DIR", str(ROOT / "flows"))
-    monkeypatch.delenv("USHER_REDIS_URL", raising=False)
-    return CliRunner()
 
 
 def push_groups(scim: Scim) -> tuple[str, str]:

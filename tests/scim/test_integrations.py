@@ -3,7 +3,6 @@
 import asyncio
 import json
 
-import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
@@ -15,15 +14,6 @@ from engine.storage.models import AuditEvent, Integration
 from engine.storage.vault import Vault
 from tests.harness import ROOT
 from tests.scim.conftest import Scim, ScimServer
-
-
-@pytest.fixture
-def cli(scim_server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    """Run the CLI on the SCIM server's data dir, as an admin on that machine would."""
-    monkeypatch.setenv("USHER_DATA_DIR", str(scim_server.settings.data_dir))
-    monkeypatch.setenv("USHER_FLOWS_DIR", str(ROOT / "flows"))
-    monkeypatch.delenv("USHER_REDIS_URL", raising=False)
-    return CliRunner()
 
 
 def catalogue() -> list[tuple[str, str, str]]:
