@@ -62,6 +62,8 @@ STEP_TIMEOUT_MS: Final = 10_000
 NAVIGATION_TIMEOUT_MS: Final = 20_000
 REPEAT_MAX_ROUNDS: Final = 1000
 """The highest bound a flow's `repeat` may declare: every loop of a flow ends."""
+FRAGMENT_MAX_DEPTH: Final = 8
+"""Fragments nested deeper than this fail at run time; `flows check` refuses any cycle."""
 
 SCIM_MAX_BODY_BYTES: Final = 1_048_576
 SCIM_MAX_RESULTS: Final = 200

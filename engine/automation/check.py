@@ -1,7 +1,7 @@
 """`usher flows check`: find what would break a flow before it runs against an app."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +10,16 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from engine.apps.profile import USER_VARIABLES
 from engine.apps.template import AppError, AppTemplate, app_path, load_app
-from engine.automation.language import Flow, FlowError, Step, load_flow, uses_secret
+from engine.automation.language import (
+    FRAGMENTS_DIR,
+    Flow,
+    FlowError,
+    Fragment,
+    Step,
+    load_flow,
+    load_fragment,
+    uses_secret,
+)
 
 ENTITLEMENT_ACTIONS = ("grant_entitlement", "revoke_entitlement", "set_role")
 NAMESPACES = {
@@ -122,8 +131,8 @@ def _walk(steps: list[Step], prefix: str = "steps") -> Iterator[tuple[str, Step]
     for index, step in enumerate(steps):
         where = f"{prefix}[{index}]"
         yield where, step
-        for field, children in step.children():
-            yield from _walk(children, f"{where}.{field}")
+        for name, children in step.children():
+            yield from _walk(children, f"{where}.{name}")
 
 
 def _references(template: str) -> tuple[set[str], set[tuple[str, str]]]:
@@ -137,20 +146,38 @@ def _references(template: str) -> tuple[set[str], set[tuple[str, str]]]:
     return meta.find_undeclared_variables(tree), pairs
 
 
-def _check_template(template: str, action: str, app: AppTemplate, extracted: set[str]) -> list[str]:
+@dataclass
+class Scope:
+    """What the steps being checked may read: a flow's action, or a fragment's parameters."""
+
+    app: AppTemplate
+    action: str | None
+    params: set[str] | None = None
+    extracted: set[str] = field(default_factory=set)
+    rows: set[str] = field(default_factory=set)
+
+    def namespaces(self) -> dict[str, set[str]]:
+        """Return each variable namespace a template may read here, with its names."""
+        common = {
+            "integration": NAMESPACES["integration"],
+            "secrets": {s.name for s in self.app.secrets},
+            "vars": self.extracted,
+        }
+        if self.params is not None:
+            return {**common, "params": self.params}
+        allowed = {**NAMESPACES, **common, "user": set(self.app.user_variables)}
+        if self.action not in ENTITLEMENT_ACTIONS:
+            allowed.pop("entitlement")
+        return allowed
+
+
+def _check_template(template: str, scope: Scope) -> list[str]:
     """Return what is wrong with one templated string."""
     try:
         names, pairs = _references(template)
     except TemplateSyntaxError as error:
         return [f"template {template!r}: {error.message}"]
-    allowed = {
-        **NAMESPACES,
-        "user": set(app.user_variables),
-        "secrets": {s.name for s in app.secrets},
-        "vars": extracted,
-    }
-    if action not in ENTITLEMENT_ACTIONS:
-        allowed.pop("entitlement")
+    allowed = scope.namespaces()
     problems = [
         f"unknown variable {name!r} in {template!r}" for name in sorted(names - set(allowed))
     ]
@@ -160,11 +187,12 @@ def _check_template(template: str, action: str, app: AppTemplate, extracted: set
     return problems
 
 
-def _check_step(step: Step, action: str, app: AppTemplate, extracted: set[str]) -> list[str]:
+def _check_step(step: Step, scope: Scope) -> list[str]:
     """Return what is wrong with one step, its own fields only."""
+    app = scope.app
     problems: list[str] = []
     for template in step.templates():
-        problems += _check_template(template, action, app, extracted)
+        problems += _check_template(template, scope)
     secret_fields = [t for t in step.templates() if uses_secret(t)]
     if secret_fields and (step.kind != "fill" or uses_secret_outside_value(step)):
         problems.append("a secret may only be the value of a fill step")
@@ -175,8 +203,10 @@ def _check_step(step: Step, action: str, app: AppTemplate, extracted: set[str]) 
         )
     if step.kind == "totp" and app.secret(step.secret) is None:
         problems.append(f"totp reads secret {step.secret!r}, which the app does not declare")
-    if step.kind == "refused" and action != "login":
+    if step.kind == "refused" and scope.action not in ("login", None):
         problems.append("refused belongs in the login flow: it says the app turned down a sign-in")
+    if step.for_each is not None and step.for_each not in scope.rows:
+        problems.append(f"for_each reads vars.{step.for_each}, which no earlier extract_rows reads")
     return problems
 
 
@@ -193,6 +223,112 @@ def _on_origin(url: str, app: AppTemplate) -> bool:
     return any(url.startswith(f"https://{host}") for host in app.allowed_hosts)
 
 
+def fragments_of(app: AppTemplate) -> dict[str, Path]:
+    """Return the app's fragment files by name (flows/<app>/_fragments/<name>.yaml)."""
+    folder = app.folder / FRAGMENTS_DIR
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def _fragment(name: str, files: dict[str, Path]) -> Fragment | None:
+    """Return a fragment by name, or None when it is missing or broken (reported at its file)."""
+    path = files.get(name)
+    if path is None:
+        return None
+    try:
+        return load_fragment(path)
+    except FlowError:
+        return None
+
+
+def _outputs(fragment: Fragment, files: dict[str, Path], seen: frozenset[str]) -> set[str]:
+    """Return the vars a fragment sets for its caller, through the fragments it uses."""
+    found: set[str] = set()
+    for _, step in _walk(fragment.steps):
+        if step.into:
+            found.add(step.into)
+        inner = _fragment(step.use, files) if step.use and step.use not in seen else None
+        if inner is not None and step.use is not None:
+            found |= _outputs(inner, files, seen | {step.use})
+    return found
+
+
+def _check_steps(
+    steps: list[Step], path: Path, scope: Scope, files: dict[str, Path], prefix: str = "steps"
+) -> list[Problem]:
+    """Check steps in document order, learning the variables each one sets for the next."""
+    problems: list[Problem] = []
+    for index, step in enumerate(steps):
+        where = f"{prefix}[{index}]"
+        messages = _check_step(step, scope)
+        if step.use is not None:
+            messages += _check_use(step, scope, files)
+        problems += [Problem(path, f"{where} ({step.title})", m) for m in messages]
+        if step.into:
+            scope.extracted.add(step.into)
+        if step.kind == "extract_rows" and step.into:
+            scope.rows.add(step.into)
+        if step.for_each is not None:
+            scope.extracted.add(step.as_)
+        for name, children in step.children():
+            problems += _check_steps(children, path, scope, files, f"{where}.{name}")
+    return problems
+
+
+def _check_use(step: Step, scope: Scope, files: dict[str, Path]) -> list[str]:
+    """Return what is wrong with a `use`: the fragment and its parameters."""
+    name = step.use or ""
+    if name not in files:
+        return [f"no fragment {name!r}: write {FRAGMENTS_DIR}/{name}.yaml beside the flows"]
+    fragment = _fragment(name, files)
+    if fragment is None:
+        return [f"fragment {name!r} is broken: see {files[name]}"]
+    problems = []
+    unknown = sorted(set(step.with_) - set(fragment.params))
+    if unknown:
+        problems.append(f"{name} has no parameters {unknown} (it takes {sorted(fragment.params)})")
+    missing = sorted(fragment.required() - set(step.with_))
+    if missing:
+        problems.append(f"{name} needs parameters {missing}")
+    scope.extracted |= _outputs(fragment, files, frozenset({name}))
+    return problems
+
+
+def _cycle(name: str, files: dict[str, Path], trail: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Return the chain by which a fragment ends up using itself, or () when it does not."""
+    if name in trail:
+        return (*trail[trail.index(name) :], name)
+    fragment = _fragment(name, files)
+    if fragment is None:
+        return ()
+    for _, step in _walk(fragment.steps):
+        if step.use is not None:
+            chain = _cycle(step.use, files, (*trail, name))
+            if chain:
+                return chain
+    return ()
+
+
+def check_fragment(path: Path, app: AppTemplate) -> list[Problem]:
+    """Return every problem of one fragment file: as a flow's, and recursion refused."""
+    try:
+        fragment = load_fragment(path)
+    except FlowError as error:
+        return [Problem(path, "file", str(error).removeprefix(f"{path}: "))]
+    problems: list[Problem] = []
+    if fragment.fragment != path.stem:
+        problems.append(
+            Problem(path, "fragment", f"{fragment.fragment!r} differs from the file name")
+        )
+    files = fragments_of(app)
+    chain = _cycle(path.stem, files)
+    if chain and chain[0] == path.stem:
+        problems.append(
+            Problem(path, "use", f"fragment {path.stem} uses itself: {' -> '.join(chain)}")
+        )
+    scope = Scope(app, None, params=set(fragment.params))
+    return problems + _check_steps(fragment.steps, path, scope, files)
+
+
 def check_flow(path: Path, app: AppTemplate) -> list[Problem]:
     """Return every problem of one flow file."""
     try:
@@ -202,23 +338,7 @@ def check_flow(path: Path, app: AppTemplate) -> list[Problem]:
     problems: list[Problem] = []
     if flow.action != path.stem:
         problems.append(Problem(path, "action", f"{flow.action!r} differs from the file name"))
-    extracted: set[str] = set()
-    rows: set[str] = set()
-    for where, step in _walk(flow.steps):
-        messages = _check_step(step, flow.action, app, extracted)
-        if step.for_each is not None and step.for_each not in rows:
-            messages.append(
-                f"for_each reads vars.{step.for_each}, which no earlier extract_rows reads"
-            )
-        for message in messages:
-            problems.append(Problem(path, f"{where} ({step.title})", message))
-        if step.into:
-            extracted.add(step.into)
-        if step.kind == "extract_rows" and step.into:
-            rows.add(step.into)
-        if step.for_each is not None:
-            extracted.add(step.as_)
-    return problems
+    return problems + _check_steps(flow.steps, path, Scope(app, flow.action), fragments_of(app))
 
 
 def check_app(flows_dir: Path | None, name: str) -> list[Problem]:
@@ -234,4 +354,6 @@ def check_app(flows_dir: Path | None, name: str) -> list[Problem]:
             problems.append(Problem(path, "file", f"action {action!r} is declared but missing"))
             continue
         problems += check_flow(path, app)
+    for path in fragments_of(app).values():
+        problems += check_fragment(path, app)
     return problems

@@ -1,5 +1,6 @@
 """The flow language: YAML steps for one app action, validated and templated."""
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -7,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from engine.constants import REPEAT_MAX_ROUNDS
 
@@ -33,6 +34,7 @@ STEP_KINDS = (
     "if_all",
     "repeat",
     "for_each",
+    "use",
     "screenshot",
     "already",
     "fail",
@@ -194,6 +196,11 @@ class Step(BaseModel):
         pattern=IDENTIFIER,
         description="The rows an extract_rows read (its `into`): run `steps` for each one.",
     )
+    use: str | None = Field(
+        default=None,
+        pattern=IDENTIFIER,
+        description="Run the fragment flows/<app>/_fragments/<use>.yaml with `with` parameters.",
+    )
     screenshot: str | None = None
     already: str | None = None
     fail: str | None = None
@@ -227,6 +234,11 @@ class Step(BaseModel):
     otherwise: list["Step"] = Field(default_factory=list, alias="else")
     steps: list["Step"] = Field(
         default_factory=list, description="For repeat and for_each: the steps of each round."
+    )
+    with_: dict[str, str] = Field(
+        default_factory=dict,
+        alias="with",
+        description="For use: the fragment's parameters, templated in the caller's variables.",
     )
     as_: str = Field(
         default="row",
@@ -265,6 +277,8 @@ class Step(BaseModel):
             raise ValueError(f"{kind} needs steps")
         if kind not in LOOPS and self.steps:
             raise ValueError("steps go with repeat or for_each")
+        if kind != "use" and self.with_:
+            raise ValueError("with goes with use")
         return self
 
     def children(self) -> list[tuple[str, list["Step"]]]:
@@ -314,6 +328,7 @@ class Step(BaseModel):
             self.screenshot,
         )
         found: list[str] = [v for v in fields if isinstance(v, str)]
+        found += list(self.with_.values())
         if isinstance(self.wait_for, Expectation):
             found += [v for v in (self.wait_for.response, self.wait_for.request) if v]
         for spec in self.locators():
@@ -339,16 +354,70 @@ class Flow(BaseModel):
     steps: list[Step] = Field(min_length=1)
 
 
+class Param(BaseModel):
+    """One parameter of a fragment: required unless it has a default."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str | None = None
+    default: str | None = None
+
+
+class Fragment(BaseModel):
+    """Steps several flows of one app share, run by `use:` with explicit parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Literal[1] = FLOW_VERSION
+    fragment: str = Field(pattern=IDENTIFIER, description="The file's name, without .yaml.")
+    description: str | None = None
+    params: dict[str, Param] = Field(
+        default_factory=dict, description="Read as params.<name> by the fragment's steps."
+    )
+    steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _param_names(self) -> "Fragment":
+        """Refuse a parameter name a template could not read as params.<name>."""
+        bad = sorted(n for n in self.params if not re.match(IDENTIFIER, n))
+        if bad:
+            raise ValueError(f"parameter names must be identifiers: {bad}")
+        return self
+
+    def required(self) -> set[str]:
+        """Return the parameters a `use` must give: those without a default."""
+        return {name for name, param in self.params.items() if param.default is None}
+
+
+FRAGMENTS_DIR = "_fragments"
+"""The folder of an app's fragments, beside its flows."""
+
+
 def flow_json_schema() -> dict[str, Any]:
-    """Return the published JSON Schema of a flow file, for editors and CI."""
-    schema = Flow.model_json_schema(by_alias=True)
+    """Return the published JSON Schema of a flow or fragment file, for editors and CI."""
+    schema = TypeAdapter(Flow | Fragment).json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://usher.dev/schemas/flow-v{FLOW_VERSION}.json"
+    schema["title"] = "Usher flow or fragment"
     return schema
 
 
 def load_flow(path: Path) -> Flow:
     """Parse and validate a flow file, naming the file and field on error."""
+    loaded = _load_any(path)
+    if not isinstance(loaded, Flow):
+        raise FlowError(f"{path}: a fragment, not a flow")
+    return loaded
+
+
+def load_fragment(path: Path) -> Fragment:
+    """Parse and validate a fragment file, naming the file and field on error."""
+    loaded = _load_any(path)
+    if not isinstance(loaded, Fragment):
+        raise FlowError(f"{path}: a flow, not a fragment (it needs fragment: and no action:)")
+    return loaded
+
+
+def _load_any(path: Path) -> "Flow | Fragment":
+    """Parse a flow or fragment file, cached by modification time."""
     try:
         return _load_flow(path, path.stat().st_mtime)
     except OSError as error:
@@ -356,14 +425,17 @@ def load_flow(path: Path) -> Flow:
 
 
 @cache
-def _load_flow(path: Path, _mtime: float) -> Flow:
-    """Parse a flow; cached by modification time."""
+def _load_flow(path: Path, _mtime: float) -> "Flow | Fragment":
+    """Parse a flow, or a fragment when the file says `fragment:`; cached by modification time."""
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise FlowError(f"{path}: not YAML: {' '.join(str(error).split())}") from error
+    model: type[Flow] | type[Fragment] = (
+        Fragment if isinstance(data, dict) and "fragment" in data else Flow
+    )
     try:
-        return Flow.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()

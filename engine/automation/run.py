@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.apps.template import AppTemplate
 from engine.automation.browser import BrowserPool
+from engine.automation.language import FRAGMENTS_DIR
 from engine.automation.runner import FlowRunner, RunContext
 from engine.automation.totp import TotpLedger
 
@@ -41,6 +42,7 @@ def build_run(
         step_timeout_ms=step_timeout_ms,
         files_dir=template.folder if template else None,
         halt=halt,
+        fragments_dir=template.folder / FRAGMENTS_DIR if template else None,
     )
 
 

@@ -1,5 +1,6 @@
 """Replay a flow's steps on a Playwright page, with a masked screenshot after each step."""
 
+import hashlib
 import re
 import time
 from collections.abc import Callable
@@ -18,13 +19,15 @@ from engine.automation.language import (
     Expectation,
     Flow,
     FlowError,
+    Fragment,
     Locator,
     Step,
+    load_fragment,
     render,
     uses_secret,
 )
 from engine.automation.totp import TotpLedger, fresh_code
-from engine.constants import MASK_COLOR
+from engine.constants import FRAGMENT_MAX_DEPTH, MASK_COLOR
 
 POLL_S = 0.1
 NAVIGATION_GRACE_S = 0.1
@@ -85,6 +88,8 @@ class FlowOutcome:
     already: bool = False
     extracted: dict[str, str] = field(default_factory=dict)
     rows: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    fragments: dict[str, str] = field(default_factory=dict)
+    """The SHA-256 of each fragment the run used, by name: part of its provenance."""
 
 
 @dataclass
@@ -101,6 +106,8 @@ class RunContext:
     files_dir: Path | None = None
     halt: Callable[[], str | None] | None = None
     """Asked before every step: a reason to stop now (the job lost its lease), or None."""
+    fragments_dir: Path | None = None
+    """The app's `_fragments` folder, where `use:` finds fragments."""
 
 
 class _Already(Exception):
@@ -127,6 +134,10 @@ class FlowRunner:
         self.network: list[tuple[str, str]] = []
         """("request" | "response", URL) seen since the last acting step began."""
         self.loop_vars: dict[str, dict[str, str]] = {}
+        self.params: list[dict[str, str]] = []
+        """The parameters of each fragment being run, innermost last."""
+        self.fragments: dict[str, str] = {}
+        self.calling: tuple[Fragment, dict[str, str]] | None = None
         page.on("request", lambda request: self.network.append(("request", request.url)))
         page.on("requestfinished", lambda request: self.network.append(("response", request.url)))
         self.crashed = False
@@ -176,6 +187,9 @@ class FlowRunner:
         self.rows.clear()
         self.faults.clear()
         self.loop_vars.clear()
+        self.params.clear()
+        self.fragments.clear()
+        self.calling = None
         already = False
         try:
             await self._run_steps(flow.steps)
@@ -183,7 +197,12 @@ class FlowRunner:
             already = True
         finally:
             self.sink = None
-        return FlowOutcome(already=already, extracted=dict(self.extracted), rows=dict(self.rows))
+        return FlowOutcome(
+            already=already,
+            extracted=dict(self.extracted),
+            rows=dict(self.rows),
+            fragments=dict(self.fragments),
+        )
 
     async def _run_steps(self, steps: list[Step]) -> None:
         """Run a list of steps in order."""
@@ -196,6 +215,7 @@ class FlowRunner:
             **self.run_context.variables,
             "secrets": self.run_context.secrets,
             "vars": {**self.extracted, **self.rows, **self.loop_vars},
+            "params": self.params[-1] if self.params else {},
         }
 
     def _render(self, template: str) -> str:
@@ -238,6 +258,40 @@ class FlowRunner:
             await self._repeat(step)
         if step.for_each is not None:
             await self._for_each(step)
+        if self.calling is not None:
+            await self._call(step, *self.calling)
+
+    async def _call(self, step: Step, fragment: Fragment, params: dict[str, str]) -> None:
+        """Run a fragment's steps with its parameters; `already` and `fail` end the action."""
+        self.calling = None
+        if len(self.params) >= FRAGMENT_MAX_DEPTH:
+            reason = f"fragments nest deeper than {FRAGMENT_MAX_DEPTH}: does {step.use} use itself?"
+            await self._fail_after(step, reason)
+        self.params.append(params)
+        try:
+            await self._run_steps(fragment.steps)
+        finally:
+            self.params.pop()
+
+    def _prepare_use(self, step: Step) -> str:
+        """Load the fragment a `use` names and render its parameters; return its provenance."""
+        folder = self.run_context.fragments_dir
+        if folder is None:
+            raise FlowFailed(f"use {step.use}: this run has no fragments folder")
+        path = folder / f"{step.use}.yaml"
+        fragment = load_fragment(path)
+        unknown = sorted(set(step.with_) - set(fragment.params))
+        missing = sorted(fragment.required() - set(step.with_))
+        if unknown or missing:
+            raise FlowFailed(
+                f"use {step.use}: unknown parameters {unknown}, missing parameters {missing}"
+            )
+        params = {name: param.default or "" for name, param in fragment.params.items()}
+        params.update({name: self._render(value) for name, value in step.with_.items()})
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.fragments[fragment.fragment] = digest
+        self.calling = (fragment, params)
+        return f"fragment {fragment.fragment} sha256={digest}"
 
     async def _repeat(self, step: Step) -> None:
         """Run a loop's steps while (or until) its condition holds; fail at its bound."""
@@ -294,6 +348,8 @@ class FlowRunner:
             return self._describe(step.locator) if step.locator else None, "ok", branch
         if kind == "screenshot":
             return None, "ok", None
+        if kind == "use":
+            return self._prepare_use(step), "ok", None
         if kind == "repeat" and step.repeat is not None:
             return self._describe(step.repeat.condition), "ok", None
         if kind == "for_each":

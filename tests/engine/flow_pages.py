@@ -3,6 +3,7 @@
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Page
@@ -101,17 +102,27 @@ async def run_flow(
     variables: dict[str, Any] | None = None,
     viewport: dict[str, int] | None = None,
     prepare: Callable[[Page], Awaitable[None]] | None = None,
+    secrets: dict[str, str] | None = None,
+    files_dir: Path | None = None,
+    read_page: Callable[[Page], Awaitable[Any]] | None = None,
+    fragments_dir: Path | None = None,
 ) -> Ran:
-    """Run a flow (or inline steps) on a fresh page; keep its failure instead of raising it."""
+    """Run a flow (or inline steps) on a fresh page; keep its failure instead of raising it.
+
+    `read_page` reads the page after the flow, with Playwright itself rather than the
+    runner, into `extra["page"]`: what a step did is checked past the step under test.
+    """
     if not isinstance(flow, Flow):
         flow = Flow.model_validate({"action": "t", "steps": flow})
     context = RunContext(
         base_url=base_url,
-        secrets={},
+        secrets=secrets or {},
         variables={"integration": {"base_url": base_url}, **(variables or {})},
         ledger=RedisTotpLedger(Redis.from_url(redis_url)),
         totp_account="pages",
         step_timeout_ms=2000,
+        files_dir=files_dir,
+        fragments_dir=fragments_dir,
     )
     sink = KeepingSink()
     async with browsers.context() as browser_context:
@@ -127,4 +138,15 @@ async def run_flow(
             ran.outcome = await runner.run(flow, sink)
         except FlowFailed as error:
             ran.failure = error
+        if read_page is not None:
+            ran.extra["page"] = await read_page(page)
         return ran
+
+
+def evaluated(script: str) -> Callable[[Page], Awaitable[Any]]:
+    """Return a `read_page` that evaluates a JavaScript expression on the page."""
+
+    async def read(page: Page) -> Any:
+        return await page.evaluate(script)
+
+    return read
