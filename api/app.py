@@ -3,15 +3,20 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import evidence, health, integrations, jobs, scim
+from api.deps import SignInRequired
+from api.pages import STATIC_DIR
+from api.routes import evidence, health, integrations, jobs, login, pages, scim
 from engine.jobs.queue import JobQueue
+from engine.operators.sessions import Sessions, session_secret
 from engine.scim.provider import ScimServices
 from engine.settings import Settings
 from engine.storage.db import Database
@@ -45,6 +50,16 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(evidence.router)
     app.include_router(integrations.router)
+    app.state.sessions = Sessions(session_secret(settings))
+    app.include_router(login.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in_first(request: Request, _error: SignInRequired) -> RedirectResponse:
+        """Send a browser without a valid session to the sign-in page, and back afterwards."""
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -5,15 +5,14 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.constants import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE
 from engine.jobs.queue import JobQueue
+from engine.operators.sessions import Principal, Sessions, session_principal, token_principal
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.evidence import EvidenceStore
-from engine.storage.models import ApiToken, utcnow
-from engine.storage.tokens import hash_token
 
 
 def get_settings(request: Request) -> Settings:
@@ -42,35 +41,101 @@ async def get_session(db: Annotated[Database, Depends(get_db)]) -> AsyncIterator
         yield session
 
 
+async def get_reader(db: Annotated[Database, Depends(get_db)]) -> AsyncIterator[AsyncSession]:
+    """Yield a read-only session for one request: a page view never takes the write lock."""
+    async with db.reader() as session:
+        yield session
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 EvidenceDep = Annotated[EvidenceStore, Depends(get_evidence)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReaderDep = Annotated[AsyncSession, Depends(get_reader)]
 
 _bearer = HTTPBearer(auto_error=False)
 
 
+def get_sessions(request: Request) -> Sessions:
+    """Return the app's session cookie signer."""
+    return request.app.state.sessions
+
+
+SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+
+
+class SignInRequired(Exception):
+    """A page was asked for without a valid session: the app answers with the sign-in page."""
+
+
 async def current_operator(
-    session: SessionDep,
+    request: Request,
+    db: DbDep,
+    sessions: SessionsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiToken:
-    """Return the operator token of the request, or answer 401."""
-    refused = HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        "a valid operator API token is required (usher tokens create)",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-    if credentials is None:
-        raise refused
-    query = select(ApiToken).where(ApiToken.token_hash == hash_token(credentials.credentials))
-    token = (await session.exec(query)).first()
-    if token is None:
-        raise refused
-    token.last_used_at = utcnow()
-    session.add(token)
-    await session.commit()
-    return token
+) -> Principal:
+    """Return who asks, by operator API token or session cookie, or answer 401.
+
+    Each look-up ends its own transaction, so the route's own writes never wait for it.
+    """
+    if credentials is not None:
+        async with db.session() as session:
+            principal = await token_principal(session, credentials.credentials)
+    else:
+        async with db.reader() as session:
+            cookie = request.cookies.get(SESSION_COOKIE)
+            principal = await session_principal(session, sessions, cookie)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "a valid operator API token is required (usher tokens create)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
 
 
-CurrentOperator = Annotated[ApiToken, Depends(current_operator)]
+CurrentOperator = Annotated[Principal, Depends(current_operator)]
+
+
+async def admin_operator(
+    request: Request, principal: CurrentOperator, sessions: SessionsDep
+) -> Principal:
+    """Return an admin, or answer 403; a session (not a token) must also send its CSRF header."""
+    if not principal.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a viewer reads and changes nothing")
+    if principal.nonce is not None and not sessions.csrf_ok(
+        principal.nonce, request.headers.get(CSRF_HEADER)
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"the {CSRF_HEADER} header is missing")
+    return principal
+
+
+AdminOperator = Annotated[Principal, Depends(admin_operator)]
+
+
+async def page_operator(request: Request, db: DbDep, sessions: SessionsDep) -> Principal:
+    """Return the signed-in operator of a page, or send the browser to sign in."""
+    async with db.reader() as session:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        principal = await session_principal(session, sessions, cookie)
+    if principal is None:
+        raise SignInRequired
+    return principal
+
+
+PageOperator = Annotated[Principal, Depends(page_operator)]
+
+
+async def page_admin(request: Request, principal: PageOperator, sessions: SessionsDep) -> Principal:
+    """Return the admin who posted a page's form with its CSRF token, or answer 403."""
+    if not principal.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a viewer reads and changes nothing")
+    form = await request.form()
+    token = form.get(CSRF_FIELD)
+    if not sessions.csrf_ok(principal.nonce, token if isinstance(token, str) else None):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the form's CSRF token is wrong")
+    return principal
+
+
+PageAdmin = Annotated[Principal, Depends(page_admin)]

@@ -14,12 +14,20 @@ from engine.apps.integrations import IntegrationError
 from engine.apps.template import AppError
 from engine.automation.browser import BrowserError
 from engine.jobs.state import JobStateError
+from engine.operators.accounts import OperatorError
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.vault import VaultError
 
 T = TypeVar("T")
-USER_ERRORS = (AppError, IntegrationError, VaultError, BrowserError, JobStateError)
+USER_ERRORS = (
+    AppError,
+    IntegrationError,
+    VaultError,
+    BrowserError,
+    JobStateError,
+    OperatorError,
+)
 
 
 def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:

@@ -11,6 +11,7 @@ from cli.commands import fail, in_session, redis_for_up, run, settings_for, with
 from cli.embedded import running_owner, served_by
 from cli.flows import flows
 from cli.logs import configure
+from cli.operators import operators
 from engine.apps.integrations import (
     create_api_token,
     create_integration,
@@ -24,8 +25,9 @@ from engine.apps.integrations import (
 from engine.jobs.breaker import resume
 from engine.jobs.groups import map_group, unmap_group
 from engine.jobs.preview import plan_integration, render_plan
+from engine.operators.accounts import list_api_tokens
 from engine.settings import Settings
-from engine.storage.models import Integration
+from engine.storage.models import Integration, Role
 from engine.storage.vault import Vault
 from engine.version import usher_version
 
@@ -40,6 +42,7 @@ app.add_typer(integrations, name="integrations")
 app.add_typer(tokens, name="tokens")
 app.add_typer(fixtures, name="fixtures")
 app.add_typer(flows, name="flows")
+app.add_typer(operators, name="operators")
 
 DataDir = Annotated[
     Path | None,
@@ -411,11 +414,25 @@ def status_command(
 @tokens.command("create")
 def tokens_create(
     name: Annotated[str, typer.Option(help="Who or what uses the token.")] = "operator",
+    role: Annotated[Role, typer.Option(help="viewer reads; admin also acts.")] = Role.admin,
     data_dir: DataDir = None,
 ) -> None:
     """Create an operator API token and print it, shown only once."""
     settings = settings_for(data_dir)
-    typer.echo(run(lambda: in_session(settings, lambda s: create_api_token(s, name))))
+    typer.echo(run(lambda: in_session(settings, lambda s: create_api_token(s, name, role.value))))
+
+
+@tokens.command("list")
+def tokens_list(data_dir: DataDir = None) -> None:
+    """List operator API tokens with their role and last use (never the token)."""
+    settings = settings_for(data_dir)
+    found = run(lambda: in_session(settings, list_api_tokens))
+    width = max((len(t.name) for t in found), default=4)
+    typer.echo(f"{'name':<{width}}  role    created           last used")
+    for token in found:
+        used = token.last_used_at.strftime("%Y-%m-%d %H:%M") if token.last_used_at else "never"
+        created = token.created_at.strftime("%Y-%m-%d %H:%M")
+        typer.echo(f"{token.name:<{width}}  {token.role:<6}  {created}  {used}")
 
 
 @fixtures.command("serve")

@@ -76,6 +76,36 @@ MIB: Final = 1024 * 1024
 """Bytes in a mebibyte, for memory bounds given in MiB."""
 TEST_HOST_RESOLVER_RULES: Final = "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1, EXCLUDE localhost"
 
+SESSION_COOKIE: Final = "usher_session"
+"""The signed, stateless session cookie of a signed-in operator: no row per session."""
+LOGIN_COOKIE: Final = "usher_login"
+"""A signed nonce set by the sign-in page, so that its form carries a CSRF token too."""
+SESSION_MAX_AGE_S: Final = 12 * 3600
+"""A session cookie older than this is refused: the operator signs in again."""
+CSRF_FIELD: Final = "csrf"
+CSRF_HEADER: Final = "X-CSRF-Token"
+SIGNIN_WINDOW_S: Final = 300
+"""The window over which sign-in attempts are counted, per user and per address."""
+SIGNIN_MAX_PER_USER: Final = 5
+"""Failed or not, sign-in attempts one username may make in a window."""
+SIGNIN_MAX_PER_ADDRESS: Final = 20
+"""Sign-in attempts one client address may make in a window, whatever the username."""
+SIGNIN_PREFIX: Final = f"{REDIS_PREFIX}signin:"
+PASSWORD_MIN_LENGTH: Final = 12
+JOB_EVENTS_PREFIX: Final = f"{REDIS_PREFIX}job-events:"
+"""A pub/sub channel per job: the worker announces each step and the end; pages listen."""
+EVENT_PUBLISH_TIMEOUT_S: Final = 1.0
+"""A step event not published within this is dropped: the job never waits on Redis for it."""
+SSE_HEARTBEAT_S: Final = 15.0
+"""A comment line this often keeps a live page's event stream open through proxies."""
+JOB_ID_HEADER: Final = "X-Usher-Job"
+"""Every SCIM write response names the job it queued, so a script can follow it."""
+ACTIVITY_PAGE_SIZE: Final = 50
+SCIM_LOG_KEEP_DAYS: Final = 30
+"""Each SCIM request's line (never its body) is kept this long, then pruned."""
+SCIM_LOG_PAGE_SIZE: Final = 100
+PEOPLE_PAGE_SIZE: Final = 100
+
 DISTRIBUTION: Final = "usher"
 """The package name `usher --version` and the API read their version from."""
 UNKNOWN_VERSION: Final = "0+unknown"

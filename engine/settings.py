@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         default="development-only-scim-cursor-secret",
         description="Signs SCIM paging cursors; must be set outside development.",
     )
+    session_secret: str | None = Field(
+        default=None,
+        description="Signs operators' session cookies; default: a random key kept in data_dir.",
+    )
     chromium_path: Path | None = Field(
         default=None, description="Chromium to launch; default: Playwright's own, else system."
     )
@@ -125,6 +129,16 @@ class Settings(BaseSettings):
     def vault_key_path(self) -> Path:
         """Return the path of the Fernet key that encrypts secrets at rest."""
         return self.data_dir / "vault.key"
+
+    @property
+    def session_key_path(self) -> Path:
+        """Return the file of the random key that signs session cookies when none is set."""
+        return self.data_dir / "session.key"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Tell whether cookies must travel over HTTPS only: when Usher is served over it."""
+        return self.public_url.startswith("https://")
 
     def ensure_data_dir(self) -> None:
         """Create the data dir owner-only, since it holds the vault key."""

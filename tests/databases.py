@@ -9,12 +9,13 @@ never skips silently, when it does not answer. `none` leaves PostgreSQL out on p
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import event, text
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine.storage.db import Database
 
+T = TypeVar("T")
 POSTGRES_ENV = "USHER_TEST_POSTGRES_URL"
 POSTGRES_DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DATABASES = ("sqlite", "postgresql")
@@ -83,17 +85,24 @@ async def private_database(
         await drop_database(server, name)
 
 
+def run_apart(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to its end in a thread of its own, beside any loop on this thread
+    (Playwright's sync API keeps one running for the page tests)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(coroutine())).result()
+
+
 @contextmanager
 def served_database(kind: str, data_dir: Path) -> Iterator[str]:
     """Do as private_database, for a synchronous fixture that starts processes."""
     if kind == "sqlite":
         yield f"sqlite+aiosqlite:///{data_dir / 'usher.db'}"
         return
-    server, name = asyncio.run(create_database("usher_test"))
+    server, name = run_apart(lambda: create_database("usher_test"))
     try:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(drop_database(server, name))
+        run_apart(lambda: drop_database(server, name))
 
 
 @dataclass(frozen=True)

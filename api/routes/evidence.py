@@ -1,4 +1,4 @@
-"""Evidence files for operators, served only with an operator token."""
+"""Evidence files for operators, served only to an operator (token or signed-in session)."""
 
 from fastapi import APIRouter, HTTPException, Response, status
 
@@ -20,5 +20,7 @@ async def read_evidence(
         data = store.get(item.key)
     except FileNotFoundError as error:
         raise HTTPException(status.HTTP_410_GONE, "the evidence file is missing") from error
+    except ValueError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "outside the evidence store") from error
     headers = {"X-Content-SHA256": item.sha256, "Cache-Control": "private, max-age=3600"}
     return Response(content=data, media_type=item.content_type, headers=headers)

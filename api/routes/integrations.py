@@ -3,7 +3,7 @@
 from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentOperator, DbDep, QueueDep, SessionDep, SettingsDep
+from api.deps import AdminOperator, CurrentOperator, DbDep, QueueDep, SessionDep, SettingsDep
 from engine.apps.grants import MappingView
 from engine.apps.integrations import (
     IntegrationError,
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/integrations", tags=["integrations"])
 
 @router.get("/{integration_id}", response_model=IntegrationView)
 async def get_integration(
-    integration_id: str, operator: CurrentOperator, session: SessionDep, settings: SettingsDep
+    integration_id: str, _operator: CurrentOperator, session: SessionDep, settings: SettingsDep
 ) -> IntegrationView:
     """Describe one integration: SCIM URL, app, health, missing secrets, entitlement values."""
     vault = Vault.from_path(settings.vault_key_path)
@@ -44,7 +44,7 @@ class ResumeOut(BaseModel):
 
 @router.post("/{integration_id}/resume", response_model=ResumeOut)
 async def resume_integration(
-    integration_id: str, db: DbDep, queue: QueueDep, _operator: CurrentOperator
+    integration_id: str, db: DbDep, queue: QueueDep, _operator: AdminOperator
 ) -> ResumeOut:
     """Close the sign-in breaker after fixing a secret, and deliver the jobs that waited."""
     try:
@@ -101,7 +101,7 @@ async def post_mapping(
     integration_id: str,
     body: MappingIn,
     response: Response,
-    _operator: CurrentOperator,
+    _operator: AdminOperator,
     session: SessionDep,
     settings: SettingsDep,
     queue: QueueDep,
@@ -127,7 +127,7 @@ async def post_mapping(
 async def delete_mappings(
     integration_id: str,
     group: str,
-    _operator: CurrentOperator,
+    _operator: AdminOperator,
     session: SessionDep,
     queue: QueueDep,
     value: str | None = None,
@@ -175,7 +175,7 @@ class OwnershipOut(BaseModel):
 
 @router.put("/{integration_id}/ownership", response_model=OwnershipOut)
 async def put_ownership(
-    integration_id: str, body: OwnershipIn, _operator: CurrentOperator, session: SessionDep
+    integration_id: str, body: OwnershipIn, _operator: AdminOperator, session: SessionDep
 ) -> OwnershipOut:
     """Make the integration authoritative or not, opt in to delete_user, list protected accounts.
 

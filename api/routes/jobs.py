@@ -5,7 +5,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
-from api.deps import CurrentOperator, DbDep, EvidenceDep, QueueDep, SessionDep
+from api.deps import AdminOperator, CurrentOperator, DbDep, EvidenceDep, QueueDep, SessionDep
 from engine.jobs.state import JobNotFound, JobStateError
 from engine.jobs.views import JobRecord, cancel_job, job_record, retry_job
 from engine.storage.evidence import EvidenceStore
@@ -87,7 +87,7 @@ def _evidence_out(item: Evidence, request: Request, store: EvidenceStore) -> Evi
     )
 
 
-def _job_out(record: JobRecord, request: Request, store: EvidenceStore) -> JobOut:
+def job_out(record: JobRecord, request: Request, store: EvidenceStore) -> JobOut:
     """Return a job record in its public shape."""
     return JobOut(
         **JobStateOut.model_validate(record.job, from_attributes=True).model_dump(),
@@ -127,11 +127,11 @@ async def read_job(
     record = await job_record(session, job_id)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
-    return _job_out(record, request, evidence_store)
+    return job_out(record, request, evidence_store)
 
 
 @router.post("/{job_id}/retry", response_model=JobStateOut)
-async def retry(job_id: str, db: DbDep, queue: QueueDep, _operator: CurrentOperator) -> JobStateOut:
+async def retry(job_id: str, db: DbDep, queue: QueueDep, _operator: AdminOperator) -> JobStateOut:
     """Queue a closed job's next attempt now."""
     try:
         return _state_out(await retry_job(db, queue, job_id))
@@ -142,7 +142,7 @@ async def retry(job_id: str, db: DbDep, queue: QueueDep, _operator: CurrentOpera
 
 
 @router.post("/{job_id}/cancel", response_model=JobStateOut)
-async def cancel(job_id: str, db: DbDep, _operator: CurrentOperator) -> JobStateOut:
+async def cancel(job_id: str, db: DbDep, _operator: AdminOperator) -> JobStateOut:
     """Cancel a live job; a running one stops before its next action."""
     try:
         return _state_out(await cancel_job(db, job_id))

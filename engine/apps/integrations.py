@@ -18,7 +18,15 @@ from engine.apps.ownership import clean_protected
 from engine.apps.template import AppTemplate, catalogue_endpoint_of, load_app
 from engine.constants import TOKEN_PREFIX_API, TOKEN_PREFIX_SCIM
 from engine.settings import Settings
-from engine.storage.models import ApiToken, AppAccount, AuditEvent, Identity, Integration, utcnow
+from engine.storage.models import (
+    ApiToken,
+    AppAccount,
+    AuditEvent,
+    Identity,
+    Integration,
+    Role,
+    utcnow,
+)
 from engine.storage.tokens import hash_token, new_token
 from engine.storage.vault import Vault
 
@@ -135,11 +143,15 @@ async def missing_secrets(
     return [s.name for s in template.secrets if s.name not in held]
 
 
-async def create_api_token(session: AsyncSession, name: str) -> str:
-    """Create an operator API token and return it, shown only this once."""
+async def create_api_token(session: AsyncSession, name: str, role: str = Role.admin) -> str:
+    """Create an operator API token with a role and return it, shown only this once."""
+    if role not in set(Role):
+        raise IntegrationError(f"role must be one of {', '.join(Role)}, not {role!r}")
     token = new_token(TOKEN_PREFIX_API)
-    session.add(ApiToken(name=name, token_hash=hash_token(token)))
-    session.add(AuditEvent(actor="cli", event="api_token.created", target=name))
+    session.add(ApiToken(name=name, token_hash=hash_token(token), role=role))
+    session.add(
+        AuditEvent(actor="cli", event="api_token.created", target=name, detail={"role": role})
+    )
     await session.commit()
     return token
 

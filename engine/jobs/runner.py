@@ -36,7 +36,7 @@ from engine.constants import (
     PACE_WAITS,
     RETRY_JITTER,
 )
-from engine.jobs import state
+from engine.jobs import events, state
 from engine.jobs.breaker import Breaker, BreakerOpen, is_open
 from engine.jobs.gate import Gate
 from engine.jobs.queue import REDIS_DOWN, JobQueue
@@ -146,6 +146,9 @@ class DbStepSink:
                     )
                 )
             await session.commit()
+        await events.publish(
+            self.services.redis, self.job_id, "step", action=action.name, position=result.position
+        )
 
 
 class JobRunner:
@@ -226,6 +229,7 @@ class JobRunner:
         if claimed.job is None or claimed.lease is None:
             return "stale"
         job, lease = claimed.job, claimed.lease
+        await events.publish(services.redis, job.id, "start", attempt=job.attempt)
         renewer = asyncio.create_task(self._renew_lease(lease))
         try:
             if job.group_id is not None:
@@ -246,6 +250,7 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
         await services.queue.enqueue_all(await state.release_next(services.db, job))
+        await events.publish(services.redis, job.id, events.FINAL, status=status)
         return status
 
     async def _renew_lease(self, lease: state.Lease) -> None:

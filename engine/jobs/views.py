@@ -9,7 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.jobs import state
 from engine.jobs.queue import JobQueue
 from engine.storage.db import Database
-from engine.storage.models import Action, Evidence, Job, Step
+from engine.storage.models import Action, Evidence, Identity, Job, JobStatus, Step
 
 
 @dataclass
@@ -60,3 +60,25 @@ async def retry_job(db: Database, queue: JobQueue, job_id: str) -> Job:
 async def cancel_job(db: Database, job_id: str) -> Job:
     """Cancel a live job; a running one stops before its next action."""
     return await state.cancel(db, job_id)
+
+
+PARKED = (JobStatus.blocked, JobStatus.action_required)
+"""The states of a job that waits for a person: the identity is blocked until then."""
+
+
+async def unblock_identity(db: Database, queue: JobQueue, identity_id: str) -> Job:
+    """Retry a blocked identity's parked job now, after an operator fixed what blocked it."""
+    async with db.session() as session:
+        identity = await session.get(Identity, identity_id)
+        if identity is None:
+            raise state.JobNotFound(f"no identity {identity_id}")
+        parked = (
+            await session.exec(
+                select(Job)
+                .where(Job.identity_id == identity_id, col(Job.status).in_(PARKED))
+                .order_by(col(Job.created_at).desc())
+            )
+        ).first()
+    if parked is None:
+        raise state.JobStateError(f"identity {identity.user_name} is not blocked")
+    return await retry_job(db, queue, parked.id)

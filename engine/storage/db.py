@@ -18,6 +18,8 @@ from engine.settings import Settings
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 MIGRATION_LOCK_KEY = 0x5573686572  # "Usher"
+READ_ONLY = "usher_read_only"
+"""The execution option of a session that only reads: SQLite begins it deferred."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -36,12 +38,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _begin_immediate(connection: Connection) -> None:
-    """Take SQLite's write lock when a transaction begins.
+    """Take SQLite's write lock when a transaction begins, unless it only reads.
 
     A deferred transaction that reads and then writes cannot wait for another
     writer: SQLite answers "database is locked" at once. BEGIN IMMEDIATE waits
     for the busy timeout instead, so concurrent SCIM requests and workers queue.
+    A reader's transaction (`Database.reader`) stays deferred: in WAL mode it never
+    waits for a writer nor holds one up, so pages cannot queue behind the workers.
     """
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+        return
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -73,6 +80,13 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         """Yield a session that rolls back whatever was not committed."""
         async with self.sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
+        """Yield a session for reads only, which never takes SQLite's write lock."""
+        async with self.sessions() as session:
+            await session.connection(execution_options={READ_ONLY: True})
             yield session
 
     async def migrate(self) -> None:

@@ -277,6 +277,8 @@ class Job(SQLModel, table=True):
         ),
         Index("ix_job_status_lease", "status", "lease_until"),
         Index("ix_job_status_not_before", "status", "not_before"),
+        Index("ix_job_activity", "created_at", "id"),
+        Index("ix_job_activity_integration", "integration_id", "created_at", "id"),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
@@ -364,6 +366,13 @@ class Evidence(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class Role(StrEnum):
+    """What an operator may do: a viewer reads everything and changes nothing."""
+
+    viewer = "viewer"
+    admin = "admin"
+
+
 class ApiToken(SQLModel, table=True):
     """An operator's API token; only its hash is stored."""
 
@@ -371,6 +380,9 @@ class ApiToken(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     name: str = Field(max_length=200)
     token_hash: str = Field(unique=True, max_length=64)
+    role: str = Field(
+        default=Role.admin, max_length=16, sa_column_kwargs={"server_default": Role.admin}
+    )
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
 
@@ -386,3 +398,29 @@ class AuditEvent(SQLModel, table=True):
     integration_id: str | None = Field(default=None, index=True, max_length=32)
     target: str | None = Field(default=None, max_length=500)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Operator(SQLModel, table=True):
+    """A person who signs in to the pages; only an Argon2id hash of the password is kept."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    username: str = Field(unique=True, max_length=200, description="Case-folded.")
+    password_hash: str = Field(max_length=500)
+    role: str = Field(default=Role.viewer, max_length=16)
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScimRequest(SQLModel, table=True):
+    """One request an IdP made, without its body (bodies can carry passwords)."""
+
+    __tablename__ = "scim_request"
+    __table_args__ = (Index("ix_scim_request_listing", "integration_id", "at", "id"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", max_length=32)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    method: str = Field(max_length=10)
+    path: str = Field(max_length=1000)
+    status: int
+    identity_id: str | None = Field(default=None, max_length=32)
+    job_id: str | None = Field(default=None, max_length=32)
