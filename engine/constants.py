@@ -57,6 +57,10 @@ TOTP_MIN_LEFT_S: Final = 10
 """Type a TOTP code only with at least this much of its window left."""
 
 MASK_COLOR: Final = "#FF00FF"
+OUTLINE_COLOR: Final = "#FF6A00"
+"""The outline drawn around the element a step acted on or asserted, in its screenshot."""
+OUTLINE_TIMEOUT_MS: Final = 1000
+"""How long scrolling that element into view may take before the picture is taken as is."""
 SCREENSHOT_TYPE: Final = "png"
 STEP_TIMEOUT_MS: Final = 10_000
 NAVIGATION_TIMEOUT_MS: Final = 20_000
@@ -64,6 +68,8 @@ REPEAT_MAX_ROUNDS: Final = 1000
 """The highest bound a flow's `repeat` may declare: every loop of a flow ends."""
 FRAGMENT_MAX_DEPTH: Final = 8
 """Fragments nested deeper than this fail at run time; `flows check` refuses any cycle."""
+PAGER_SETTLE_S: Final = 0.5
+"""How long extract_rows gives a shown but disabled Next or Load more to enable again."""
 
 SCIM_MAX_BODY_BYTES: Final = 1_048_576
 SCIM_MAX_RESULTS: Final = 200

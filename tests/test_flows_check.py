@@ -65,8 +65,8 @@ def test_the_shipped_flows_pass(flows_dir: Path) -> None:
         ),
         (
             "list_users",
-            'goto: "{{ integration.base_url }}/users"',
-            'goto: "https://evil.example/users"',
+            'goto: "{{ integration.base_url }}/people"',
+            'goto: "https://evil.example/people"',
             "must start with {{ integration.base_url }} or an allowed host of the app",
         ),
         (
@@ -129,8 +129,8 @@ def test_an_extracted_variable_is_known_only_after_its_step(flows_dir: Path) -> 
     """vars.users read before the step that extracts it is an unknown variable."""
     edit(
         flows_dir / "acme" / "list_users.yaml",
-        'goto: "{{ integration.base_url }}/users"',
-        'goto: "{{ integration.base_url }}/users?n={{ vars.users }}"',
+        'goto: "{{ integration.base_url }}/people"',
+        'goto: "{{ integration.base_url }}/people?n={{ vars.users }}"',
     )
     code, lines = check(flows_dir)
     assert code == 1 and "unknown variable vars.users" in lines[0]

@@ -102,6 +102,14 @@ class Condition(Locator):
     checked: bool | None = None
 
 
+class Column(Locator):
+    """One field of each row for `extract_rows`: an element's text, or one of its attributes."""
+
+    attribute: str | None = Field(
+        default=None, description="Read this attribute instead of the text (href, data-id...)."
+    )
+
+
 class Expectation(BaseModel):
     """What an `expect` or `wait_for` step waits for."""
 
@@ -223,11 +231,26 @@ class Step(BaseModel):
     checked: bool | None = Field(default=None, description="For expect: ticked or not.")
     files: list[str] = Field(default_factory=list, description="For upload: paths in the app.")
     close: Locator | None = Field(default=None, description="For dismiss_overlay.")
-    columns: dict[str, Locator] = Field(
+    columns: dict[str, "Column"] = Field(
         default_factory=dict, description="For extract_rows: a locator inside each row per field."
     )
-    next_page: Locator | None = Field(default=None, description="For extract_rows paging.")
-    max_pages: int = Field(default=500, ge=1, le=100_000)
+    next_page: Locator | None = Field(
+        default=None,
+        description="For extract_rows: the control that replaces the rows with the next page.",
+    )
+    load_more: Locator | None = Field(
+        default=None, description="For extract_rows: the control that appends more rows."
+    )
+    unique_by: str | None = Field(
+        default=None,
+        description="For extract_rows: the column whose value names a row; a repeat is dropped.",
+    )
+    max_pages: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="For extract_rows: the most pages; more still to read fails the step.",
+    )
     frame: str | None = Field(default=None, description="CSS of the iframe the locators are in.")
     fallbacks: list[Locator] = Field(default_factory=list)
     then: list["Step"] = Field(default_factory=list)
@@ -247,6 +270,9 @@ class Step(BaseModel):
         description="For for_each: the row's name, read as vars.<as> inside the steps.",
     )
     timeout_ms: int | None = Field(default=None, gt=0, le=300_000)
+    full_page: bool = Field(
+        default=False, description="Screenshot the whole page after this step, not the viewport."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Step":
@@ -265,6 +291,10 @@ class Step(BaseModel):
             raise ValueError(f"{kind} needs into")
         if kind == "extract_rows" and not self.columns:
             raise ValueError("extract_rows needs columns")
+        if self.next_page is not None and self.load_more is not None:
+            raise ValueError("give next_page (pages replace rows) or load_more (rows append)")
+        if self.unique_by is not None and self.unique_by not in self.columns:
+            raise ValueError(f"unique_by {self.unique_by!r} is not one of the columns")
         if kind == "upload" and not self.files:
             raise ValueError("upload needs files")
         if kind == "dismiss_overlay" and self.close is None:
@@ -340,7 +370,7 @@ class Step(BaseModel):
         specs: list[Locator] = [s for s in (self.locator, *self.fallbacks) if s is not None]
         specs += list(self.if_all or []) + list(self.columns.values())
         specs += [self.repeat.condition] if self.repeat else []
-        specs += [s for s in (self.close, self.next_page) if s is not None]
+        specs += [s for s in (self.close, self.next_page, self.load_more) if s is not None]
         return specs
 
 

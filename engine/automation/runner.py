@@ -1,5 +1,6 @@
 """Replay a flow's steps on a Playwright page, with a masked screenshot after each step."""
 
+import contextlib
 import hashlib
 import re
 import time
@@ -27,7 +28,13 @@ from engine.automation.language import (
     uses_secret,
 )
 from engine.automation.totp import TotpLedger, fresh_code
-from engine.constants import FRAGMENT_MAX_DEPTH, MASK_COLOR
+from engine.constants import (
+    FRAGMENT_MAX_DEPTH,
+    MASK_COLOR,
+    OUTLINE_COLOR,
+    OUTLINE_TIMEOUT_MS,
+    PAGER_SETTLE_S,
+)
 
 POLL_S = 0.1
 NAVIGATION_GRACE_S = 0.1
@@ -39,6 +46,17 @@ ACTING = ("goto", "click", "fill", "select", "check", "uncheck", "press", "uploa
 STRICT_MODE = re.compile(r"strict mode violation: .*? resolved to (\d+) elements")
 COVERED = re.compile(r"- (.+?) intercepts pointer events")
 
+OUTLINE_JS = """(el, color) => {
+  el.dataset.usherOutline = JSON.stringify([el.style.outline, el.style.outlineOffset]);
+  el.style.outline = `3px solid ${color}`;
+  el.style.outlineOffset = '2px';
+}"""
+UNOUTLINE_JS = """el => {
+  const [outline, offset] = JSON.parse(el.dataset.usherOutline || '["", ""]');
+  el.style.outline = outline;
+  el.style.outlineOffset = offset;
+  delete el.dataset.usherOutline;
+}"""
 STRIPPED_HTML_JS = """() => {
   const root = document.documentElement.cloneNode(true);
   for (const el of root.querySelectorAll('input, textarea, select, option')) {
@@ -138,6 +156,8 @@ class FlowRunner:
         """The parameters of each fragment being run, innermost last."""
         self.fragments: dict[str, str] = {}
         self.calling: tuple[Fragment, dict[str, str]] | None = None
+        self.focus: PwLocator | None = None
+        """The element the current step acts on or asserts, outlined in its screenshot."""
         page.on("request", lambda request: self.network.append(("request", request.url)))
         page.on("requestfinished", lambda request: self.network.append(("response", request.url)))
         self.crashed = False
@@ -231,6 +251,7 @@ class FlowRunner:
         position, started = self.position, time.monotonic()
         if step.kind in ACTING:
             self.network.clear()
+        self.focus = None
         matched: str | None = self._describe(step.locator) if step.locator else None
         status, branch = "ok", None
         try:
@@ -386,6 +407,7 @@ class FlowRunner:
             await self._expect_page(getattr(step, kind), timeout_ms)
             return None, "ok", None
         target, matched = await self._resolve(step, timeout_ms)
+        self.focus = target
         await self._act(step, target, timeout_ms)
         return matched, "ok", None
 
@@ -415,7 +437,10 @@ class FlowRunner:
     def _build(self, spec: Locator, frame: str | None = None) -> PwLocator:
         """Turn a locator spec, rendered, into a Playwright locator, inside a frame if given."""
         root: Any = self.page.frame_locator(self._render(frame)) if frame else self.page
-        loc = self._find(root, spec)
+        return self._narrow(self._find(root, spec), spec)
+
+    def _narrow(self, loc: PwLocator, spec: Locator) -> PwLocator:
+        """Apply a spec's refinements: the text its elements contain, and which one."""
         if spec.has_text:
             loc = loc.filter(has_text=self._render(spec.has_text))
         return loc.nth(spec.nth) if spec.nth is not None else loc
@@ -499,27 +524,75 @@ class FlowRunner:
         await self.page.add_locator_handler(overlay, clear)
 
     async def _extract_rows(self, step: Step, timeout_ms: int) -> None:
-        """Read a table's rows into a variable, following `next_page` until it is gone."""
+        """Read every row into a variable, following `next_page` or `load_more` to the end."""
         assert step.extract_rows is not None
-        rows: list[dict[str, str]] = []
-        for _ in range(step.max_pages):
-            found = self._build(step.extract_rows, step.frame)
-            for index in range(await found.count()):
-                row = found.nth(index)
-                record = {}
-                for name, spec in step.columns.items():
-                    cell = self._find(row, spec)
-                    record[name] = (
-                        (await cell.first.inner_text()).strip() if await cell.count() else ""
-                    )
-                rows.append(record)
-            if step.next_page is None:
+        found = self._build(step.extract_rows, step.frame)
+        pager = step.next_page or step.load_more
+        records: list[dict[str, str]] = []
+        seen: set[str] = set()
+        start = 0
+        for page in range(1, step.max_pages + 1):
+            count = await found.count()
+            for index in range(start, count):
+                record = await self._read_row(found.nth(index), step)
+                key = record.get(step.unique_by) if step.unique_by else None
+                if key and key in seen:
+                    continue
+                if key:
+                    seen.add(key)
+                records.append(record)
+            if pager is None:
                 break
-            next_link = self._build(step.next_page, step.frame)
-            if not await next_link.first.is_visible():
+            control = self._build(pager, step.frame).first
+            if not await self._pager_ready(control):
                 break
-            await self._click(next_link.first, timeout_ms)
-        self.rows[step.into or ""] = rows
+            if page == step.max_pages:
+                raise FlowFailed(
+                    f"more rows remain after max_pages={step.max_pages} pages: raise max_pages"
+                )
+            before = await _texts(found)
+            await self._click(control, timeout_ms)
+            await self._wait_new_rows(found, control, before, timeout_ms)
+            start = count if step.load_more is not None else 0
+        self.rows[step.into or ""] = records
+
+    async def _read_row(self, row: PwLocator, step: Step) -> dict[str, str]:
+        """Read one row's columns: each element's text, or the attribute a column names."""
+        record = {}
+        for name, spec in step.columns.items():
+            cell = self._narrow(self._find(row, spec), spec).first
+            if not await cell.count():
+                record[name] = ""
+            elif spec.attribute:
+                record[name] = (await cell.get_attribute(spec.attribute) or "").strip()
+            else:
+                record[name] = (await cell.inner_text()).strip()
+        return record
+
+    async def _wait_new_rows(
+        self, found: PwLocator, control: PwLocator, before: list[str], timeout_ms: int
+    ) -> None:
+        """Wait until the rows differ from before the click, or the control has gone."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while await _texts(found) == before:
+            if not await _shown(control):
+                return
+            if time.monotonic() >= deadline:
+                raise FlowFailed(f"no new rows appeared within {timeout_ms} ms of paging")
+            await self.page.wait_for_timeout(POLL_S * 1000)
+
+    async def _pager_ready(self, control: PwLocator) -> bool:
+        """Tell whether paging goes on: the control shown and enabled, given a moment to enable."""
+        deadline = time.monotonic() + PAGER_SETTLE_S
+        while await _shown(control):
+            if await control.get_attribute("aria-disabled") != "true" and (
+                await control.is_enabled()
+            ):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await self.page.wait_for_timeout(POLL_S * 1000)
+        return False
 
     async def _act(self, step: Step, target: PwLocator, timeout_ms: int) -> None:
         """Perform the step's action on the resolved element."""
@@ -646,10 +719,36 @@ class FlowRunner:
             text = self._render(expectation.text)
             await expect(self.page.get_by_text(text).first).to_be_visible(timeout=timeout_ms)
 
-    async def screenshot(self) -> bytes:
-        """Return a viewport PNG with password fields and typed secrets painted over."""
+    async def screenshot(self, full_page: bool = False) -> bytes:
+        """Return a PNG of the viewport (or the whole page) with every secret painted over.
+
+        The element the step acted on or asserted is scrolled into view and outlined first,
+        so the picture shows what the step proves.
+        """
         masks = [self.page.locator("input[type=password]"), *self.secret_targets]
-        return await self.page.screenshot(type="png", mask=masks, mask_color=MASK_COLOR)
+        outlined = await self._outline(self.focus)
+        try:
+            return await self.page.screenshot(
+                type="png", mask=masks, mask_color=MASK_COLOR, full_page=full_page
+            )
+        finally:
+            if outlined is not None:
+                with contextlib.suppress(PlaywrightError):
+                    await outlined.evaluate(UNOUTLINE_JS)
+
+    async def _outline(self, focus: PwLocator | None) -> PwLocator | None:
+        """Scroll the step's element into view and outline it; None when it is not shown."""
+        if focus is None or self.dead:
+            return None
+        element = focus.first
+        try:
+            if not await element.is_visible():
+                return None
+            await element.scroll_into_view_if_needed(timeout=OUTLINE_TIMEOUT_MS)
+            await element.evaluate(OUTLINE_JS, OUTLINE_COLOR)
+        except PlaywrightError:
+            return None
+        return element
 
     async def _record(
         self,
@@ -662,7 +761,7 @@ class FlowRunner:
         extra: list[Artifact] | None = None,
     ) -> None:
         """Hand the step's result and screenshot to the sink."""
-        artifacts = await self._screenshot_artifacts()
+        artifacts = await self._screenshot_artifacts(step)
         result = StepResult(
             position=position,
             name=self.redact(self._safe_title(step)),
@@ -677,10 +776,11 @@ class FlowRunner:
             raise RuntimeError("a step ran outside FlowRunner.run")
         await self.sink.record(result, artifacts + (extra or []))
 
-    async def _screenshot_artifacts(self) -> list[Artifact]:
+    async def _screenshot_artifacts(self, step: Step) -> list[Artifact]:
         """Return the step's screenshot, or none when the page cannot give one: the step stays."""
         try:
-            return [Artifact("screenshot", await self.screenshot(), "image/png", "png")]
+            shot = await self.screenshot(full_page=step.full_page)
+            return [Artifact("screenshot", shot, "image/png", "png")]
         except PlaywrightError as failure:
             self.console.append(f"usher: no screenshot: {_first_line(failure)}")
             return []
@@ -760,6 +860,17 @@ class FlowRunner:
             if value and len(value) >= 4:
                 text = text.replace(value, REDACTED)
         return text
+
+
+async def _shown(control: PwLocator) -> bool:
+    """Tell whether a paging control is on the page and visible."""
+    return bool(await control.count()) and await control.is_visible()
+
+
+async def _texts(rows: PwLocator) -> list[str]:
+    """Return the text of every row, to tell when paging changed them."""
+    texts: list[str] = await rows.evaluate_all("els => els.map(e => e.innerText)")
+    return texts
 
 
 def explain(error: BaseException) -> str:
