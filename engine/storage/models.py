@@ -56,9 +56,13 @@ class ActionStatus(StrEnum):
 
 
 class StepStatus(StrEnum):
-    """How one flow step ended; `skipped` is an "already so" branch, recorded all the same."""
+    """How one flow step ended: `already` found the state already so and ended the action.
+
+    `skipped` is what rows written before `already` existed call such a step.
+    """
 
     ok = "ok"
+    already = "already"
     skipped = "skipped"
     failed = "failed"
 
