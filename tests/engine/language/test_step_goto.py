@@ -1,0 +1,72 @@
+"""`goto`: open a templated URL on the integration's origin; nowhere else; a 5xx is transient."""
+
+from collections.abc import Iterator
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from engine.automation.browser import BrowserPool
+from fixtures.server import ThreadedServer
+from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+
+
+async def hello(request: Request) -> Response:
+    """Greet the name in the path."""
+    return HTMLResponse(f"<title>t</title><h1>Hello {request.path_params['name']}</h1>")
+
+
+async def broken(_: Request) -> Response:
+    """Answer as a failing app does."""
+    return HTMLResponse("<title>t</title><h1>Oops</h1>", status_code=503)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[ThreadedServer]:
+    """Serve the pages of this file."""
+    with serve({"/hello/{name}": hello, "/broken": broken, "/start": html("<p>start</p>")}) as s:
+        yield s
+
+
+async def test_goto_renders_its_url_and_opens_the_page(
+    browsers: BrowserPool, site: ThreadedServer, redis_url: str
+) -> None:
+    """The URL's template reads the user; the page it names is the one shown afterwards."""
+    ran = await run_flow(
+        browsers,
+        site.url,
+        redis_url,
+        [goto("/hello/{{ user.name }}")],
+        variables={"user": {"name": "dana"}},
+        read_page=evaluated("location.pathname + ' ' + document.querySelector('h1').innerText"),
+    )
+    assert ran.failure is None
+    assert ran.extra["page"] == "/hello/dana Hello dana"
+    assert ran.sink.results[0].url == f"{site.url}/hello/dana"
+
+
+async def test_goto_refuses_another_origin(
+    browsers: BrowserPool, site: ThreadedServer, redis_url: str
+) -> None:
+    """A URL off the integration's origin is never opened: a permanent failure."""
+    ran = await run_flow(
+        browsers,
+        site.url,
+        redis_url,
+        [goto("/start"), {"goto": "http://127.0.0.2:9/steal"}],
+        read_page=evaluated("location.pathname"),
+    )
+    assert ran.failure is not None and not ran.failure.transient
+    assert "refused to open http://127.0.0.2:9/steal: not the integration's origin" in str(
+        ran.failure
+    )
+    assert ran.extra["page"] == "/start"
+
+
+async def test_goto_a_failing_page_is_transient(
+    browsers: BrowserPool, site: ThreadedServer, redis_url: str
+) -> None:
+    """A 5xx answer is worth another try: the failure is transient and names the status."""
+    ran = await run_flow(browsers, site.url, redis_url, [goto("/broken")])
+    assert ran.failure is not None and ran.failure.transient
+    assert "the app answered 503" in str(ran.failure)
