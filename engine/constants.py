@@ -13,6 +13,11 @@ PACE_PREFIX: Final = f"{REDIS_PREFIX}pace:"
 """A counter per integration and minute: the actions started in that minute."""
 GATE_HOLD_S: Final = 2.0
 """How long a job that found its integration's gate full waits before it is delivered again."""
+GATE_WAITERS_PREFIX: Final = f"{REDIS_PREFIX}gate:urgent:"
+"""A sorted set per integration: the urgent jobs waiting for a slot, scored by when their wait
+lapses. While one waits, a freed slot goes to it, never to a normal job."""
+GATE_URGENT_WAIT_S: Final = 3 * GATE_HOLD_S
+"""How long an urgent job's claim on the next free slot lasts unless it comes back for it."""
 PACE_WAITS: Final = 3
 """The most minute windows one action waits for its integration's pace before going anyway."""
 LOGIN_LOCK_PREFIX: Final = f"{REDIS_PREFIX}lock:login:"

@@ -11,20 +11,32 @@ import time
 
 from redis.asyncio import Redis
 
-from engine.constants import GATE_PREFIX, PACE_PREFIX
+from engine.constants import GATE_PREFIX, GATE_URGENT_WAIT_S, GATE_WAITERS_PREFIX, PACE_PREFIX
 
 ACQUIRE = """
-local key, member, expiry = KEYS[1], ARGV[1], ARGV[3]
-local now, limit = tonumber(ARGV[2]), tonumber(ARGV[4])
+local key, waiters = KEYS[1], KEYS[2]
+local member, now, expiry = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local limit, urgent, wait_until = tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6]
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-if redis.call('ZSCORE', key, member) or redis.call('ZCARD', key) < limit then
+redis.call('ZREMRANGEBYSCORE', waiters, '-inf', now)
+local held = redis.call('ZSCORE', key, member)
+local free = redis.call('ZCARD', key) < limit
+local first = urgent or redis.call('ZCARD', waiters) == 0
+if held or (free and first) then
   redis.call('ZADD', key, expiry, member)
   redis.call('PEXPIRE', key, math.ceil((tonumber(expiry) - now) * 1000) + 1000)
+  redis.call('ZREM', waiters, member)
   return 1
+end
+if urgent then
+  redis.call('ZADD', waiters, wait_until, member)
+  redis.call('PEXPIRE', waiters, math.ceil((tonumber(wait_until) - now) * 1000) + 1000)
 end
 return 0
 """
-"""Drop lapsed leases, then take or refresh this job's lease if a slot is free: atomically."""
+"""Drop lapsed leases and waits, then take or refresh this job's lease if a slot is free and
+no urgent job waits for it (an urgent job may take it); an urgent job that finds none free
+claims the next one. Atomically, across every worker."""
 
 
 class Gate:
@@ -33,14 +45,28 @@ class Gate:
     def __init__(self, redis: Redis, integration_id: str, *, lease_s: float) -> None:
         self.redis = redis
         self.key = f"{GATE_PREFIX}{integration_id}"
+        self.waiters_key = f"{GATE_WAITERS_PREFIX}{integration_id}"
         self.pace_key = f"{PACE_PREFIX}{integration_id}"
         self.lease_s = lease_s
 
-    async def enter(self, job_id: str, limit: int) -> bool:
-        """Take a running slot for a job, or refresh the one it holds; False when all are taken."""
+    async def enter(self, job_id: str, limit: int, *, urgent: bool = False) -> bool:
+        """Take a running slot for a job, or refresh the one it holds; False when none is free.
+
+        Access removal goes first here as on the workers' lanes: while an urgent job waits, a
+        freed slot is kept for it, so a backlog of creates cannot take every slot in turn.
+        """
         now = time.time()
         taken = await self.redis.eval(  # type: ignore[misc]
-            ACQUIRE, 1, self.key, job_id, str(now), str(now + self.lease_s), str(limit)
+            ACQUIRE,
+            2,
+            self.key,
+            self.waiters_key,
+            job_id,
+            str(now),
+            str(now + self.lease_s),
+            str(limit),
+            "1" if urgent else "0",
+            str(now + GATE_URGENT_WAIT_S),
         )
         return bool(taken)
 

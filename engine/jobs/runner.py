@@ -53,6 +53,7 @@ from engine.storage.models import (
     Integration,
     Job,
     JobStatus,
+    Lane,
     Step,
     utcnow,
 )
@@ -193,7 +194,8 @@ class JobRunner:
         self.gate = Gate(services.redis, integration.id, lease_s=services.settings.job_lease_s)
         self.pace_limit = limits.actions_per_minute
         try:
-            if await self.gate.enter(job_id, limits.concurrency):
+            urgent = job.lane == Lane.urgent
+            if await self.gate.enter(job_id, limits.concurrency, urgent=urgent):
                 return True
         except REDIS_DOWN as error:
             log.warning("job %s: the gate is unreachable, holding it: %s", job_id, error)

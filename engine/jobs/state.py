@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import case, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -520,7 +520,11 @@ async def hold(db: Database, job_id: str, attempt: int, *, seconds: float) -> No
 
 
 async def release_held(db: Database, integration_id: str) -> Sequence[Job]:
-    """Make the integration's longest-held queued job due now, to deliver when a slot frees."""
+    """Make the integration's next held queued job due now, to deliver when a slot frees.
+
+    Urgent jobs (access removal) first, then the longest held.
+    """
+    urgent_first = case((col(Job.lane) == Lane.urgent, 0), else_=1)
     async with db.session() as session:
         held = (
             await session.exec(
@@ -530,7 +534,7 @@ async def release_held(db: Database, integration_id: str) -> Sequence[Job]:
                     Job.status == JobStatus.queued,
                     col(Job.not_before) > utcnow(),
                 )
-                .order_by(col(Job.created_at))
+                .order_by(urgent_first, col(Job.created_at))
                 .limit(1)
             )
         ).first()

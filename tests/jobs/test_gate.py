@@ -52,6 +52,28 @@ async def test_a_dead_workers_slot_frees_itself_and_a_live_one_is_renewed(redis:
     assert await gate.enter("next", 2)
 
 
+async def test_a_slot_freed_while_an_urgent_job_waits_is_kept_for_it(redis: Redis) -> None:
+    """A backlog of creates cannot take every freed slot in turn while a leaver waits."""
+    gate = gate_of(redis)
+    assert await gate.enter("create-1", 2) and await gate.enter("create-2", 2)
+    assert not await gate.enter("leaver", 2, urgent=True), "no slot free: it waits"
+    await gate.leave("create-1")
+    assert not await gate.enter("create-3", 2), "the freed slot is the leaver's"
+    assert await gate.enter("leaver", 2, urgent=True)
+    await gate.leave("create-2")
+    assert await gate.enter("create-3", 2), "nobody urgent waits any more"
+
+
+async def test_an_urgent_jobs_claim_lapses_if_it_never_comes_back(redis: Redis) -> None:
+    """A cancelled leaver does not keep a slot from everyone else for long."""
+    gate = gate_of(redis)
+    assert await gate.enter("create-1", 1)
+    assert not await gate.enter("leaver", 1, urgent=True)
+    await gate.leave("create-1")
+    await redis.zadd(gate.waiters_key, {"leaver": 0}, xx=True)  # its wait lapsed long ago
+    assert await gate.enter("create-2", 1)
+
+
 async def test_the_pace_allows_its_budget_per_minute_then_says_how_long_to_wait(
     redis: Redis,
 ) -> None:

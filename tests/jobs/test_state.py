@@ -6,7 +6,7 @@ import pytest
 
 from engine.jobs import state
 from engine.storage.db import Database
-from engine.storage.models import JobStatus
+from engine.storage.models import Identity, JobStatus, new_id
 from tests.jobs.support import LEASE_S, lapse, new_identity, pending_job, reload, running_job
 
 
@@ -175,3 +175,30 @@ async def test_ten_changes_are_one_pending_job(database: Database) -> None:
     identity = await new_identity(database)
     jobs = await asyncio.gather(*(pending_job(database, identity) for _ in range(10)))
     assert len({job.id for job in jobs}) == 1
+
+
+async def test_a_freed_slot_releases_the_held_leaver_before_older_creates(
+    database: Database,
+) -> None:
+    """Held behind a full gate, a deactivation is released before creates held longer."""
+    first = await new_identity(database)
+    create = await pending_job(database, first)
+    async with database.session() as session:
+        leaver = Identity(
+            integration_id=first.integration_id,
+            user_name=f"{new_id()}@example.com",
+            user_name_key=new_id(),
+            resource={},
+            active=False,
+        )
+        session.add(leaver)
+        await session.commit()
+        urgent = await state.ensure_pending(
+            session, first.integration_id, identity_id=leaver.id, lane=state.lane_of(leaver)
+        )
+        await session.commit()
+    for job in (create, urgent):
+        await state.hold(database, job.id, job.attempt, seconds=60)
+    released = await state.release_held(database, first.integration_id)
+    assert [job.id for job in released] == [urgent.id]
+    assert (await reload(database, create.id)).not_before is not None, "the create still waits"
