@@ -53,7 +53,7 @@ def test_the_shipped_flows_pass(flows_dir: Path) -> None:
             "update_user",
             'text: "{{ user.email }}"',
             'text: "{{ entitlement.value }}"',
-            "update_user.yaml: steps[9] (The account shows the email): unknown variable"
+            "update_user.yaml: steps[8] (The account shows the email): unknown variable"
             " 'entitlement'",
         ),
         (
@@ -86,13 +86,13 @@ def test_the_shipped_flows_pass(flows_dir: Path) -> None:
             "grant_entitlement",
             "  - name: Tick the role\n    check:",
             "  - name: Tick the role\n    click: {text: x}\n    check:",
-            "grant_entitlement.yaml: file: steps.3: Value error, a step needs exactly one of",
+            "grant_entitlement.yaml: file: steps.2: Value error, a step needs exactly one of",
         ),
         (
             "set_role",
             "    select: {label: Plan, exact: true}\n    value:",
             "    select: {label: Plan, exact: true}\n    valeu:",
-            "set_role.yaml: file: steps.3.valeu: Extra inputs are not permitted",
+            "set_role.yaml: file: steps.2.valeu: Extra inputs are not permitted",
         ),
         (
             "deactivate_user",
