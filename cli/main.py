@@ -10,12 +10,14 @@ import typer
 from cli.commands import fail, in_session, redis_for_up, run, settings_for, with_database
 from cli.embedded import running_owner, served_by
 from cli.flows import flows
+from cli.jobs import identities, jobs
 from cli.logs import configure
 from cli.operators import operators
 from engine.apps.integrations import (
     create_api_token,
     create_integration,
     describe_integration,
+    list_integrations,
     render_integration,
     rotate_token,
     scim_base_url,
@@ -43,6 +45,8 @@ app.add_typer(tokens, name="tokens")
 app.add_typer(fixtures, name="fixtures")
 app.add_typer(flows, name="flows")
 app.add_typer(operators, name="operators")
+app.add_typer(jobs, name="jobs")
+app.add_typer(identities, name="identities")
 
 DataDir = Annotated[
     Path | None,
@@ -200,6 +204,34 @@ def integrations_create(
     typer.echo(f"SCIM URL     {result['scim_base_url']}")
     typer.echo(f"SCIM token   {result['token']}")
     typer.echo("The token is shown only now; only its hash is stored.")
+
+
+@integrations.command("list")
+def integrations_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """List integrations: id, app, name, health and SCIM base URL."""
+    settings = settings_for(data_dir)
+    found = run(lambda: in_session(settings, list_integrations))
+    rows = [
+        {
+            "id": i.id,
+            "app": i.app,
+            "name": i.name,
+            "health": i.health,
+            "scim_base_url": scim_base_url(settings, i),
+        }
+        for i in found
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(
+            f"{row['id']}  {row['app']:<10}  {row['health']:<16}  {row['name']}"
+            f"  {row['scim_base_url']}"
+        )
 
 
 @integrations.command("set-secret")

@@ -116,6 +116,8 @@ SCIM_LOG_KEEP_DAYS: Final = 30
 """Each SCIM request's line (never its body) is kept this long, then pruned."""
 SCIM_LOG_PAGE_SIZE: Final = 100
 PEOPLE_PAGE_SIZE: Final = 100
+WATCH_IDLE_S: Final = 5.0
+"""`usher jobs watch` reads the job again after this much silence, should an event be lost."""
 
 DISTRIBUTION: Final = "usher"
 """The package name `usher --version` and the API read their version from."""

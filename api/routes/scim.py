@@ -11,7 +11,7 @@ from scim2_models import PayloadTooLargeException
 from scim2_server.responses import ScimResponse
 
 from api.deps import DbDep, QueueDep, SettingsDep
-from engine.constants import SCIM_MAX_BODY_BYTES
+from engine.constants import JOB_ID_HEADER, SCIM_MAX_BODY_BYTES
 from engine.scim.service import serve_scim
 
 router = APIRouter(tags=["scim"])
@@ -82,4 +82,7 @@ async def scim(
         read_body=partial(_read_body, request),
     )
     await queue.enqueue_all(served.jobs)
-    return _to_response(served.response)
+    response = _to_response(served.response)
+    if served.jobs:
+        response.headers[JOB_ID_HEADER] = ", ".join(job.id for job in served.jobs)
+    return response

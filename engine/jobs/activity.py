@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import and_, exists, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
 
 from engine.constants import ACTIVITY_PAGE_SIZE
 from engine.storage.models import Action, Identity, Integration, Job, ScimGroup
@@ -83,17 +84,14 @@ def _duration_s(job: Job) -> float | None:
     return round((job.finished_at - job.started_at).total_seconds(), 1)
 
 
-async def list_activity(
-    session: AsyncSession,
-    wanted: ActivityFilter,
-    *,
-    cursor: str | None = None,
-    limit: int = ACTIVITY_PAGE_SIZE,
-) -> ActivityPage:
-    """Return a page of jobs newest first, after `cursor`, walking (integration, created, id).
+def activity_query(
+    wanted: ActivityFilter, *, cursor: str | None = None, limit: int = ACTIVITY_PAGE_SIZE
+) -> Select:
+    """Return the query of one page: newest first after `cursor`, along (created, id).
 
-    Each filter narrows the walk of the index; the page reads `limit + 1` jobs to know
-    whether another page follows, then the names and actions of those jobs only.
+    Each filter narrows the walk of the index (ix_job_activity, or per integration
+    ix_job_activity_integration); the page reads `limit + 1` jobs to know whether
+    another page follows. No OFFSET: the 1,000th page costs what the first does.
     """
     query = select(Job)
     if wanted.integration_id:
@@ -122,8 +120,18 @@ async def list_activity(
         query = query.where(
             or_(Job.created_at < stamp, and_(Job.created_at == stamp, col(Job.id) < job_id))
         )
-    query = query.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
-    jobs = list((await session.exec(query)).all())
+    return query.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
+
+
+async def list_activity(
+    session: AsyncSession,
+    wanted: ActivityFilter,
+    *,
+    cursor: str | None = None,
+    limit: int = ACTIVITY_PAGE_SIZE,
+) -> ActivityPage:
+    """Return a page of jobs newest first, after `cursor`, and the cursor of the next."""
+    jobs = list((await session.exec(activity_query(wanted, cursor=cursor, limit=limit))).all())
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return ActivityPage(

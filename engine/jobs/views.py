@@ -1,15 +1,27 @@
 """What operators read of a job and may do to it: its record, retry, cancel."""
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from redis.asyncio import Redis
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.jobs import state
+from engine.constants import WATCH_IDLE_S
+from engine.jobs import events, state
 from engine.jobs.queue import JobQueue
 from engine.storage.db import Database
-from engine.storage.models import Action, Evidence, Identity, Job, JobStatus, Step
+from engine.storage.evidence import EvidenceStore
+from engine.storage.models import (
+    Action,
+    Evidence,
+    Identity,
+    Job,
+    JobStatus,
+    Step,
+)
+
+SCREENSHOT_KIND = "screenshot"
 
 
 @dataclass
@@ -82,3 +94,51 @@ async def unblock_identity(db: Database, queue: JobQueue, identity_id: str) -> J
     if parked is None:
         raise state.JobStateError(f"identity {identity.user_name} is not blocked")
     return await retry_job(db, queue, parked.id)
+
+
+async def watch_job(db: Database, redis: Redis, job_id: str) -> AsyncIterator[JobRecord]:
+    """Yield a job's record now and again after each of its events, until it has ended.
+
+    The subscription starts before the first read, so no step between the two is missed;
+    a quiet Redis (or a lost event) costs a re-read every WATCH_IDLE_S, never a missed end.
+    """
+    async for event in events.listen(redis, job_id, idle_s=WATCH_IDLE_S):
+        if event.get("kind") not in (events.SUBSCRIBED, "start", "step", events.FINAL, None):
+            continue
+        async with db.reader() as session:
+            record = await job_record(session, job_id)
+        if record is None:
+            raise state.JobNotFound(f"no job {job_id}")
+        yield record
+        if record.job.status in state.FINAL:
+            return
+
+
+def render_job(record: JobRecord, store: EvidenceStore, *, skip: int = 0) -> list[str]:
+    """Lay a job's actions and steps out for a terminal, leaving out its first `skip` steps.
+
+    The step table `make demo` prints: position, name, status, duration, screenshot path.
+    """
+    lines: list[str] = []
+    seen = 0
+    for action in record.actions:
+        steps = record.steps.get(action.id, [])
+        start = max(0, skip - seen)
+        seen += len(steps)
+        if start == 0 and (steps or skip == 0):
+            lines.append(f"  attempt {action.attempt} action {action.name}: {action.status}")
+        for step in steps[start:]:
+            shots = [e for e in record.evidence.get(step.id, []) if e.kind == SCREENSHOT_KIND]
+            where = store.locate(shots[0].key) if shots else "-"
+            lines.append(
+                f"    {step.position:>2}. {step.name[:40]:<40} {step.status:<8}"
+                f" {step.duration_ms:>5} ms  {where}"
+            )
+            if step.error:
+                lines.append(f"        error: {step.error}")
+    return lines
+
+
+def step_count(record: JobRecord) -> int:
+    """Return how many steps a job has recorded so far."""
+    return sum(len(steps) for steps in record.steps.values())

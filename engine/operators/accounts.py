@@ -1,6 +1,7 @@
 """Operators who sign in to the pages: created, listed, disabled; passwords kept as Argon2id."""
 
 import asyncio
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -12,7 +13,12 @@ from engine.storage.models import ApiToken, AuditEvent, Operator, Role
 
 HASHER = PasswordHasher()
 """Argon2id with argon2-cffi's defaults (RFC 9106's low-memory profile)."""
-DECOY_HASH = HASHER.hash("an unknown operator takes as long to refuse as a known one")
+
+
+@cache
+def decoy_hash() -> str:
+    """Return a hash to check an unknown username against, made once, when first needed."""
+    return HASHER.hash("an unknown operator takes as long to refuse as a known one")
 
 
 class OperatorError(Exception):
@@ -74,7 +80,7 @@ async def check_password(session: AsyncSession, username: str, password: str) ->
     """Return the enabled operator whose password this is, else None, as slowly either way."""
     key = username_key(username)
     operator = (await session.exec(select(Operator).where(Operator.username == key))).first()
-    stored = operator.password_hash if operator is not None else DECOY_HASH
+    stored = operator.password_hash if operator is not None else decoy_hash()
     try:
         await asyncio.to_thread(HASHER.verify, stored, password)
     except (VerificationError, InvalidHashError):

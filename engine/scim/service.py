@@ -13,6 +13,7 @@ from engine.apps.template import load_app
 from engine.jobs.outbox import Outbox
 from engine.scim.columns import storable
 from engine.scim.dialect import normalise_body, normalise_query
+from engine.scim.log import log_entry, log_refused, prune
 from engine.scim.provider import ScimServices
 from engine.scim.storage import SqlScimStorage
 from engine.settings import Settings
@@ -102,8 +103,14 @@ async def serve_scim(
             )
             response = await AsyncScimHandler(service, storage).handle(scim_request)
             if int(response.status) < 400:
-                await session.commit()
                 jobs = list(outbox.pending.values())
+                status = int(response.status)
+                session.add(log_entry(integration.id, method, path, status, response.body, jobs))
+                await prune(session, integration.id)
+                await session.commit()
     except Exception as exception:
         response = front.handle_exception(scim_request, exception)
+    if int(response.status) >= 400 and storable(integration_id):
+        refused = log_entry(integration_id, method, path, int(response.status), None, [])
+        await log_refused(db, refused)
     return Served(front.finalize_response(scim_request, response), jobs)

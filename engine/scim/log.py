@@ -1,0 +1,135 @@
+"""The SCIM log: each request an IdP made, without its body, kept for a bounded time."""
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import and_, delete, or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.constants import SCIM_LOG_KEEP_DAYS, SCIM_LOG_PAGE_SIZE
+from engine.storage.db import Database
+from engine.storage.models import Identity, Integration, Job, ScimRequest, utcnow
+
+log = logging.getLogger(__name__)
+USERS = "Users"
+
+
+def identity_of(path: str, body: Any, jobs: Sequence[Job]) -> str | None:
+    """Return the identity a request was about: its job's, the path's, or the created one's."""
+    for job in jobs:
+        if job.identity_id:
+            return job.identity_id
+    parts = [p for p in path.split("/") if p]
+    if not parts or parts[0] != USERS:
+        return None
+    if len(parts) > 1:
+        return parts[1][:32]
+    if isinstance(body, dict) and isinstance(body.get("id"), str):
+        return body["id"][:32]
+    return None
+
+
+def log_entry(
+    integration_id: str, method: str, path: str, status: int, body: Any, jobs: Sequence[Job]
+) -> ScimRequest:
+    """Return the log line of one request: no body, no query (filters can name people)."""
+    return ScimRequest(
+        integration_id=integration_id,
+        method=method[:10],
+        path=("/" + path.strip("/"))[:1000],
+        status=status,
+        identity_id=identity_of(path, body, jobs),
+        job_id=jobs[0].id if jobs else None,
+    )
+
+
+async def prune(session: AsyncSession, integration_id: str) -> None:
+    """Drop an integration's log lines older than SCIM_LOG_KEEP_DAYS, along its index."""
+    cutoff = utcnow() - timedelta(days=SCIM_LOG_KEEP_DAYS)
+    await session.exec(
+        delete(ScimRequest).where(
+            col(ScimRequest.integration_id) == integration_id, col(ScimRequest.at) < cutoff
+        )
+    )
+
+
+async def log_refused(db: Database, entry: ScimRequest) -> None:
+    """Log a request that changed nothing, when its integration exists (an unknown id is not).
+
+    A log line that cannot be written is itself logged: the IdP still gets its real answer.
+    """
+    try:
+        async with db.session() as session:
+            if await session.get(Integration, entry.integration_id) is None:
+                return
+            session.add(entry)
+            await session.commit()
+    except Exception:
+        log.exception("SCIM log line not written for integration %s", entry.integration_id)
+
+
+class ScimLogLine(BaseModel):
+    """One request as the SCIM log shows it."""
+
+    id: str
+    at: datetime
+    method: str
+    path: str
+    status: int
+    identity_id: str | None
+    user_name: str | None
+    job_id: str | None
+
+
+class ScimLogPage(BaseModel):
+    """A page of the SCIM log, newest first, and the key of the next."""
+
+    lines: list[ScimLogLine]
+    next_before: str | None
+
+
+async def read_log(
+    session: AsyncSession,
+    integration_id: str,
+    *,
+    before: str | None = None,
+    limit: int = SCIM_LOG_PAGE_SIZE,
+) -> ScimLogPage:
+    """Return an integration's SCIM requests newest first, paged by key after line `before`."""
+    query = select(ScimRequest).where(ScimRequest.integration_id == integration_id)
+    after = await session.get(ScimRequest, before) if before else None
+    if after is not None:
+        query = query.where(
+            or_(
+                col(ScimRequest.at) < after.at,
+                and_(col(ScimRequest.at) == after.at, col(ScimRequest.id) < after.id),
+            )
+        )
+    query = query.order_by(col(ScimRequest.at).desc(), col(ScimRequest.id).desc())
+    rows = list((await session.exec(query.limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    ids = {r.identity_id for r in rows if r.identity_id}
+    names = dict(
+        (
+            await session.exec(
+                select(Identity.id, Identity.user_name).where(col(Identity.id).in_(ids))
+            )
+        ).all()
+    )
+    return ScimLogPage(
+        lines=[
+            ScimLogLine(
+                **row.model_dump(
+                    include={"id", "at", "method", "path", "status", "identity_id", "job_id"}
+                ),
+                user_name=names.get(row.identity_id) if row.identity_id else None,
+            )
+            for row in rows
+        ],
+        next_before=rows[-1].id if more and rows else None,
+    )
