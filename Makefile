@@ -17,9 +17,11 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/usher demo
 
+# Two pytest workers: the tests of each database's Usher processes share one (tests/databases.py,
+# SERVED), the rest go where there is room; most of an end-to-end test is waiting on a browser.
 test: lint
 	@bash scripts/ensure-system.sh "$(PY)" test
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
 
 # The fault suite (tests/faults, issue 11): real serve and workers, a private Redis, Acme
 # under faults; `make test` leaves it out. One pytest per database, side by side, one table.

@@ -12,7 +12,7 @@ from engine.storage.db import Database
 from fixtures.acme.server import AcmeServer
 from fixtures.acme.state import AcmeState
 from tests.databases import (  # noqa: F401 (the database fixtures, for every test)
-    DATABASES,
+    SERVED,
     database,
     postgresql_backend,
     postgresql_database,
@@ -64,7 +64,7 @@ def redis_url() -> Iterator[str]:
     process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session", params=DATABASES)
+@pytest.fixture(scope="session", params=SERVED)
 def usher(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
 ) -> Iterator[Usher]:

@@ -29,6 +29,10 @@ POSTGRES_ENV = "USHER_TEST_POSTGRES_URL"
 POSTGRES_DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DATABASES = ("sqlite", "postgresql")
 """Every test that runs Usher's processes runs once on each."""
+SERVED = [pytest.param(kind, marks=pytest.mark.xdist_group(kind)) for kind in DATABASES]
+"""The params of a session fixture that starts Usher's processes on a database: under
+`pytest -n 2 --dist loadgroup` (make test) each database's tests share one worker, so each
+worker starts the processes of one database only."""
 
 
 def postgres_server() -> URL:

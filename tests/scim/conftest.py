@@ -28,7 +28,7 @@ from engine.scim.provider import build_provider
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.models import Identity, Job, Membership, ScimGroup, utcnow
-from tests.databases import DATABASES, served_database
+from tests.databases import SERVED, served_database
 from tests.harness import (
     ROOT,
     free_port,
@@ -109,7 +109,7 @@ class Scim:
         return self.ok("POST", "/Users", body)
 
 
-@pytest.fixture(scope="session", params=DATABASES)
+@pytest.fixture(scope="session", params=SERVED)
 def scim_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
 ) -> Iterator[ScimServer]:
