@@ -5,7 +5,6 @@ since it starts that Redis late; the session's Usher and Redis are not touched. 
 away under running jobs is the fault suite's scenario 3 (tests/faults/test_redis_outage.py).
 """
 
-import asyncio
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from tests.harness import (
     start_process,
     stop_process,
     usher_env,
+    wait_for,
     wait_healthy,
 )
 
@@ -93,8 +93,13 @@ async def test_a_worker_started_without_redis_waits_for_it(tmp_path: Path) -> No
         env = env_for(data_dir, server.url, free_port())
         early = start_process("worker", env, log_dir / "worker-early.log")
         try:
-            await asyncio.sleep(4)
-            assert early.poll() is None, (log_dir / "worker-early.log").read_text()
+            early_log = log_dir / "worker-early.log"
+
+            def waited_twice() -> bool:
+                assert early.poll() is None, early_log.read_text()
+                return early_log.read_text().count("unreachable") >= 2
+
+            wait_for(waited_twice, 30, "the worker to wait for Redis twice")
             server.start()
             async with usher_stack(tmp_path, server) as stack:
                 # The stack's own worker would take the job too; stop it so the early one must.
