@@ -14,7 +14,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import SignInRequired
 from api.pages import STATIC_DIR
-from api.routes import evidence, health, integrations, jobs, login, pages, scim
+from api.routes import (
+    evidence,
+    health,
+    integration_pages,
+    integrations,
+    jobs,
+    login,
+    pages,
+    scim,
+)
 from engine.jobs.queue import JobQueue
 from engine.operators.sessions import Sessions, session_secret
 from engine.scim.provider import ScimServices
@@ -53,6 +62,7 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
     app.state.sessions = Sessions(session_secret(settings))
     app.include_router(login.router)
     app.include_router(pages.router)
+    app.include_router(integration_pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(SignInRequired)

@@ -116,6 +116,8 @@ SCIM_LOG_KEEP_DAYS: Final = 30
 """Each SCIM request's line (never its body) is kept this long, then pruned."""
 SCIM_LOG_PAGE_SIZE: Final = 100
 PEOPLE_PAGE_SIZE: Final = 100
+RECENT_WINDOW_S: Final = 24 * 3600
+"""The integration page counts the jobs of this last stretch of time, by state."""
 WATCH_IDLE_S: Final = 5.0
 """`usher jobs watch` reads the job again after this much silence, should an event be lost."""
 

@@ -9,12 +9,21 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from api.deps import DbDep, EvidenceDep, PageAdmin, PageOperator, QueueDep, ReaderDep
+from api.deps import (
+    DbDep,
+    EvidenceDep,
+    PageAdmin,
+    PageOperator,
+    QueueDep,
+    ReaderDep,
+    SettingsDep,
+)
 from api.pages import render
 from api.routes.jobs import JobOut, job_out
 from engine.constants import SSE_HEARTBEAT_S
 from engine.jobs import events
 from engine.jobs.activity import ActivityFilter, list_activity
+from engine.jobs.people import describe_identity
 from engine.jobs.state import (
     FINAL,
     LIVE,
@@ -174,6 +183,22 @@ async def job_page(
         error=error,
         failed=ActionStatus.failed,
     )
+
+
+@router.get("/identities/{identity_id}", response_class=HTMLResponse)
+async def identity_page(
+    identity_id: str,
+    request: Request,
+    session: ReaderDep,
+    operator: PageOperator,
+    settings: SettingsDep,
+    error: Annotated[str | None, Query(max_length=500)] = None,
+) -> HTMLResponse:
+    """Show an identity as the IdP sent it, its groups, entitlements with sources, its jobs."""
+    view = await describe_identity(session, settings, identity_id)
+    if view is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no identity {identity_id}")
+    return render(request, "identity.html", operator, view=view, error=error)
 
 
 @router.get("/jobs/{job_id}/timeline", response_class=HTMLResponse)

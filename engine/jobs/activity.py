@@ -18,6 +18,7 @@ class ActivityFilter(BaseModel):
     """What an operator narrows the Activity to; every field is optional."""
 
     integration_id: str | None = None
+    identity_id: str | None = None
     status: str | None = None
     action: str | None = None
     user: str | None = None
@@ -96,6 +97,8 @@ def activity_query(
     query = select(Job)
     if wanted.integration_id:
         query = query.where(Job.integration_id == wanted.integration_id)
+    if wanted.identity_id:
+        query = query.where(Job.identity_id == wanted.identity_id)
     if wanted.status:
         query = query.where(Job.status == wanted.status)
     if wanted.since:
