@@ -47,6 +47,7 @@ class ActionOut(BaseModel):
     name: str
     target: str | None
     flow_sha256: str | None
+    fragment_sha256: dict[str, str]
     attempt: int
     status: str
     started_at: datetime

@@ -1,5 +1,6 @@
 """The flow language: YAML steps for one app action, validated and templated."""
 
+import hashlib
 import re
 from functools import cache
 from pathlib import Path
@@ -471,6 +472,27 @@ def _load_flow(path: Path, _mtime: float) -> "Flow | Fragment":
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
         raise FlowError(f"{path}: {problems}") from error
+
+
+def fragment_hashes(steps: list[Step], folder: Path) -> dict[str, str]:
+    """Return the SHA-256 of every fragment some steps use, nested ones too, for provenance.
+
+    A missing or broken fragment is left out: the step that uses it fails and says why.
+    """
+    found: dict[str, str] = {}
+    pending = list(steps)
+    while pending:
+        step = pending.pop()
+        pending += [child for _, children in step.children() for child in children]
+        if step.use is None or step.use in found:
+            continue
+        path = folder / f"{step.use}.yaml"
+        try:
+            found[step.use] = hashlib.sha256(path.read_bytes()).hexdigest()
+            pending += load_fragment(path).steps
+        except (OSError, FlowError):
+            continue
+    return dict(sorted(found.items()))
 
 
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)

@@ -23,7 +23,7 @@ from engine.apps.profile import user_variables
 from engine.apps.template import AppError, AppTemplate, load_app
 from engine.automation.browser import BrowserPool
 from engine.automation.errors import FlowFailed
-from engine.automation.language import FlowError, load_flow
+from engine.automation.language import FRAGMENTS_DIR, FlowError, fragment_hashes, load_flow
 from engine.automation.run import build_run, open_runner
 from engine.automation.runner import Artifact, FlowOutcome, FlowRunner, StepResult
 from engine.automation.sessions import SignIn, load_session
@@ -515,6 +515,7 @@ class JobRunner:
             path = run.template.flow_path(planned.name)
             action.flow_sha256 = file_sha256(path)
             flow = load_flow(path)
+            action.fragment_sha256 = fragment_hashes(flow.steps, path.parent / FRAGMENTS_DIR)
         except (FlowError, OSError) as error:
             flow, failure = None, FlowFailed(str(error))
         async with self.services.db.session() as session:

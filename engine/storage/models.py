@@ -334,6 +334,11 @@ class Action(SQLModel, table=True):
     flow_sha256: str | None = Field(
         default=None, max_length=64, description="The SHA-256 of the flow file this action ran."
     )
+    fragment_sha256: dict[str, str] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False, server_default="{}"),
+        description="The SHA-256 of each fragment the flow uses, by name.",
+    )
     status: str = Field(default=ActionStatus.running, max_length=16)
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None

@@ -27,6 +27,10 @@ async def test_a_grant_records_the_fragment_it_used(
     detail = await job_detail(usher, connected, job.id)
     grant = next(a for a in detail["actions"] if a["name"] == "grant_entitlement")
     assert grant["flow_sha256"] == sha256("grant_entitlement.yaml")
+    fragment = sha256("_fragments/open_account.yaml")
+    assert grant["fragment_sha256"] == {"open_account": fragment}
+    create = next(a for a in detail["actions"] if a["name"] == "create_user")
+    assert create["fragment_sha256"] == {}
     names = [s["name"] for s in grant["steps"]]
     assert names[:3] == [
         "Open and check the account",

@@ -9,7 +9,7 @@ import pytest
 from engine.apps.template import load_app
 from engine.automation.browser import BrowserPool
 from engine.automation.check import check_app, check_flow
-from engine.automation.language import FRAGMENTS_DIR
+from engine.automation.language import FRAGMENTS_DIR, Flow, fragment_hashes
 from fixtures.server import ThreadedServer
 from tests.engine.flow_pages import goto, html, run_flow, serve
 
@@ -220,3 +220,27 @@ def test_check_refuses_implicit_inputs_and_recursion(app_dir: Path) -> None:
         "ping.yaml: use: fragment ping uses itself: ping -> pong -> ping",
         "pong.yaml: use: fragment pong uses itself: pong -> ping -> pong",
     ]
+
+
+def test_fragment_hashes_follow_nested_uses(tmp_path: Path) -> None:
+    """A flow's provenance names every fragment it may run, nested ones too, once each."""
+    folder = tmp_path / FRAGMENTS_DIR
+    folder.mkdir()
+    (folder / "outer.yaml").write_text(
+        "version: 1\nfragment: outer\nsteps:\n  - {use: inner}\n  - {use: inner}\n"
+    )
+    (folder / "inner.yaml").write_text("version: 1\nfragment: inner\nsteps:\n  - {screenshot: a}\n")
+    flow = Flow.model_validate(
+        {
+            "action": "t",
+            "steps": [
+                {"if_visible": {"text": "x"}, "then": [{"use": "outer"}]},
+                {"use": "missing"},
+            ],
+        }
+    )
+    digest = {
+        name: hashlib.sha256((folder / f"{name}.yaml").read_bytes()).hexdigest()
+        for name in ("inner", "outer")
+    }
+    assert fragment_hashes(flow.steps, folder) == digest
