@@ -225,6 +225,24 @@ def test_replay_prints_the_failed_step_never_a_traceback(broken_listing: str) ->
     assert "'Wait for a row' (test_id='user-row') failed at" in result.stderr
 
 
+def test_replay_prints_already_as_its_own_outcome(broken_listing: str, tmp_path: Path) -> None:
+    """A replay that finds its state already so prints the step as `already`, not skipped."""
+    (tmp_path / "flows" / "acme" / "list_users.yaml").write_text(
+        "version: 1\naction: list_users\nsteps:\n"
+        '  - {name: Open the users, goto: "{{ integration.base_url }}/users"}\n'
+        "  - name: Listed before?\n"
+        "    if_visible: {role: heading, name: Users}\n"
+        "    then: [{name: Listed before, already: nothing new}]\n"
+    )
+    result = CliRunner().invoke(
+        app, ["flows", "replay", "acme", "list_users", "--integration", broken_listing]
+    )
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if "Listed before " in x)
+    assert " already " in line and "skipped" not in result.stdout
+    assert "list_users already so" in result.stdout
+
+
 def test_flows_help_lists_only_commands_that_exist() -> None:
     """`usher flows --help` names check, replay and schema, and no import."""
     result = CliRunner().invoke(app, ["flows", "--help"])
