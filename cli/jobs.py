@@ -27,6 +27,8 @@ from engine.storage.evidence import DirectoryEvidenceStore
 from engine.storage.models import JobStatus
 
 T = TypeVar("T")
+CLI_ACTOR = "cli"
+"""Who the audit chain names for a change made from the command line."""
 jobs = typer.Typer(help="Jobs: list, show, follow live, retry and cancel.")
 identities = typer.Typer(help="Identities: unblock one whose job waits for a person.")
 
@@ -102,7 +104,11 @@ async def _with_queue(settings: Settings, work: Callable[[Database, JobQueue], A
 def jobs_retry(job_id: JobId, data_dir: DataDir = None) -> None:
     """Queue a closed job's next attempt now."""
     settings = settings_for(data_dir)
-    job = run(lambda: _with_queue(settings, lambda db, queue: retry_job(db, queue, job_id)))
+    job = run(
+        lambda: _with_queue(
+            settings, lambda db, queue: retry_job(db, queue, job_id, actor=CLI_ACTOR)
+        )
+    )
     typer.echo(f"job {job.id} {job.status}, attempt {job.attempt}")
 
 
@@ -110,7 +116,7 @@ def jobs_retry(job_id: JobId, data_dir: DataDir = None) -> None:
 def jobs_cancel(job_id: JobId, data_dir: DataDir = None) -> None:
     """Cancel a live job; a running one stops before its next action."""
     settings = settings_for(data_dir)
-    job = run(lambda: with_database(settings, lambda db: cancel_job(db, job_id)))
+    job = run(lambda: with_database(settings, lambda db: cancel_job(db, job_id, actor=CLI_ACTOR)))
     typer.echo(f"job {job.id} {job.status}")
 
 
@@ -158,6 +164,8 @@ def identities_unblock(
     """Retry a blocked identity's parked job now, after fixing what blocked it."""
     settings = settings_for(data_dir)
     job = run(
-        lambda: _with_queue(settings, lambda db, queue: unblock_identity(db, queue, identity_id))
+        lambda: _with_queue(
+            settings, lambda db, queue: unblock_identity(db, queue, identity_id, actor=CLI_ACTOR)
+        )
     )
     typer.echo(f"job {job.id} {job.status}, attempt {job.attempt}")

@@ -10,7 +10,7 @@ import typer
 from cli.commands import fail, in_session, redis_for_up, run, settings_for, with_database
 from cli.embedded import running_owner, served_by
 from cli.flows import flows
-from cli.jobs import identities, jobs
+from cli.jobs import CLI_ACTOR, identities, jobs
 from cli.logs import configure
 from cli.operators import operators
 from engine.apps.integrations import (
@@ -269,7 +269,9 @@ def integrations_resume(
 ) -> None:
     """Close the sign-in breaker after fixing a secret; the jobs that waited run again."""
     settings = settings_for(data_dir)
-    released = run(lambda: with_database(settings, lambda db: resume(db, integration_id)))
+    released = run(
+        lambda: with_database(settings, lambda db: resume(db, integration_id, actor=CLI_ACTOR))
+    )
     typer.echo(
         f"integration {integration_id} resumed: sign-in allowed again,"
         f" {len(released)} waiting job(s) queued"

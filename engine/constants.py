@@ -133,3 +133,10 @@ HEARTBEAT_TTL_S: Final = 30
 """A heartbeat not refreshed for this long expires: its worker no longer counts as alive."""
 HEALTH_CHECK_TIMEOUT_S: Final = 2.0
 """How long one readiness check may take, so a hung database or Redis answers 'failed'."""
+
+AUDIT_GENESIS: Final = "0" * 64
+"""The `prev_sha256` of the first event of the audit chain."""
+AUDIT_LOCK_KEY: Final = 0x5573686572_4175
+"""PostgreSQL's advisory lock that one transaction at a time holds to extend the audit chain."""
+AUDIT_SYSTEM_ACTOR: Final = "usher"
+"""Who the audit chain names for a move Usher made itself (a SCIM change, the relay)."""

@@ -16,9 +16,14 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from engine.automation.errors import FlowFailed
+from engine.constants import AUDIT_SYSTEM_ACTOR
 from engine.jobs import state
+from engine.storage import audit
 from engine.storage.db import Database
 from engine.storage.models import Integration, Job, utcnow
+
+BREAKER_OPENED = "integration.breaker_opened"
+"""The audit event of an integration turning broken: its webhook is told."""
 
 
 class BreakerState(StrEnum):
@@ -78,7 +83,7 @@ class Breaker:
                 .where(Integration.id == self.integration_id)
                 .values(refusals=Integration.refusals + 1, health_detail=detail, updated_at=now)
             )
-            await session.exec(
+            opened = await session.exec(
                 update(Integration)
                 .where(
                     Integration.id == self.integration_id,
@@ -87,6 +92,16 @@ class Breaker:
                 )
                 .values(breaker=BreakerState.open, breaker_changed_at=now, health=Health.broken)
             )
+            if opened.rowcount == 1:
+                audit.record(
+                    session,
+                    actor=AUDIT_SYSTEM_ACTOR,
+                    event_name=BREAKER_OPENED,
+                    integration_id=self.integration_id,
+                    job_id=self.job_id,
+                    target=self.integration_id,
+                    detail={"reason": detail},
+                )
             await session.commit()
 
     async def succeeded(self) -> None:
@@ -108,6 +123,14 @@ class Breaker:
                     health_detail=None,
                 )
             )
+            if result.rowcount:
+                audit.record(
+                    session,
+                    actor=AUDIT_SYSTEM_ACTOR,
+                    event_name="integration.breaker_closed",
+                    integration_id=self.integration_id,
+                    target=self.integration_id,
+                )
             await session.commit()
         if result.rowcount:
             await state.release_waiting(self.db, self.integration_id)
@@ -120,7 +143,9 @@ async def is_open(db: Database, integration_id: str) -> bool:
     return integration is not None and integration.breaker != BreakerState.closed
 
 
-async def resume(db: Database, integration_id: str) -> Sequence[Job]:
+async def resume(
+    db: Database, integration_id: str, *, actor: str = AUDIT_SYSTEM_ACTOR
+) -> Sequence[Job]:
     """Close the breaker for an operator who fixed the secret; return the jobs released."""
     async with db.session() as session:
         result = await session.exec(
@@ -134,6 +159,14 @@ async def resume(db: Database, integration_id: str) -> Sequence[Job]:
                 health_detail=None,
             )
         )
+        if result.rowcount == 1:
+            audit.record(
+                session,
+                actor=actor,
+                event_name="integration.resumed",
+                integration_id=integration_id,
+                target=integration_id,
+            )
         await session.commit()
     if result.rowcount != 1:
         raise state.JobNotFound(f"no integration {integration_id}")

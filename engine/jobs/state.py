@@ -18,7 +18,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.constants import BUSY_WAIT_MAX_S, DELIVERY_SLACK_S, RETRY_BACKOFF_S, RETRY_JITTER
+from engine.constants import (
+    AUDIT_SYSTEM_ACTOR,
+    BUSY_WAIT_MAX_S,
+    DELIVERY_SLACK_S,
+    RETRY_BACKOFF_S,
+    RETRY_JITTER,
+)
+from engine.storage import audit
 from engine.storage.db import Database
 from engine.storage.models import Identity, Job, JobStatus, Lane, utcnow
 
@@ -90,6 +97,27 @@ class Lease:
     worker: str
 
 
+def _audit(
+    session: AsyncSession,
+    job_id: str,
+    status: str,
+    *,
+    actor: str = AUDIT_SYSTEM_ACTOR,
+    integration_id: str | None = None,
+    **detail: object,
+) -> None:
+    """Record a job's move in the audit chain, in the transaction that makes it."""
+    audit.record(
+        session,
+        actor=actor,
+        event_name=f"job.{status}",
+        integration_id=integration_id,
+        job_id=job_id,
+        target=job_id,
+        detail={key: value for key, value in detail.items() if value is not None},
+    )
+
+
 def backoff_s(attempt: int) -> float:
     """Return the jittered delay before a job's next attempt, capped by the last step."""
     base = RETRY_BACKOFF_S[min(max(attempt - 1, 0), len(RETRY_BACKOFF_S) - 1)]
@@ -158,15 +186,25 @@ async def ensure_pending(
             session.add(job)
     except IntegrityError:
         return (await session.exec(query)).one()
+    _audit(session, job.id, JobStatus.queued, integration_id=integration_id, lane=job.lane)
     if identity_id is not None:
-        await session.exec(
+        parked = await session.exec(
             update(Job)
             .where(
                 Job.identity_id == identity_id,
                 col(Job.status).in_((JobStatus.blocked, JobStatus.action_required)),
             )
             .values(status=JobStatus.superseded, superseded_by=job.id, finished_at=utcnow())
+            .returning(Job.id)
         )
+        for parked_id in parked.scalars().all():
+            _audit(
+                session,
+                parked_id,
+                JobStatus.superseded,
+                integration_id=integration_id,
+                superseded_by=job.id,
+            )
     return job
 
 
@@ -218,6 +256,8 @@ async def claim(db: Database, job_id: str, attempt: int, worker: str, *, lease_s
         if claimed is None:
             await _wait_for_runner(session, job_id, now)
             return Claim(None, None, busy=True)
+        if claimed == 1:
+            _audit(session, job_id, JobStatus.running, actor=worker, attempt=attempt)
         await session.commit()
         if claimed != 1:
             return Claim(None, None)
@@ -285,6 +325,8 @@ async def finish(db: Database, lease: Lease, status: str, error: str | None) -> 
             .where(*_owned(lease))
             .values(status=status, error=error, finished_at=utcnow(), lease_until=None)
         )
+        if result.rowcount == 1:
+            _audit(session, lease.job_id, status, actor=lease.worker, error=error)
         await session.commit()
         if result.rowcount == 1:
             return status
@@ -313,6 +355,15 @@ async def retry_later(
         moved = await _try_update(session, update(Job).where(*_owned(lease)).values(**values))
         if moved is None:
             return await _supersede_owned(session, lease, error)
+        if moved == 1:
+            _audit(
+                session,
+                lease.job_id,
+                JobStatus.retrying,
+                actor=lease.worker,
+                attempt=lease.attempt + 1,
+                error=error,
+            )
         await session.commit()
         if moved == 1:
             return JobStatus.retrying
@@ -378,6 +429,8 @@ async def wait(db: Database, lease: Lease, reason: str) -> str:
         moved = await _try_update(session, update(Job).where(*_owned(lease)).values(**values))
         if moved is None:
             return await _supersede_owned(session, lease, reason)
+        if moved == 1:
+            _audit(session, lease.job_id, JobStatus.waiting, actor=lease.worker, error=reason)
         await session.commit()
         if moved == 1:
             return JobStatus.waiting
@@ -394,11 +447,14 @@ async def release_waiting(db: Database, integration_id: str) -> Sequence[Job]:
                 )
             )
         ).all()
-        await session.exec(
+        released = await session.exec(
             update(Job)
             .where(Job.integration_id == integration_id, Job.status == JobStatus.waiting)
             .values(status=JobStatus.queued, not_before=None)
+            .returning(Job.id)
         )
+        for job_id in released.scalars().all():
+            _audit(session, job_id, JobStatus.queued, integration_id=integration_id)
         await session.commit()
         for job in waiting:
             await session.refresh(job)
@@ -422,6 +478,14 @@ async def _supersede_owned(session: AsyncSession, lease: Lease, error: str) -> s
             lease_until=None,
         )
     )
+    if result.rowcount == 1:
+        _audit(
+            session,
+            lease.job_id,
+            JobStatus.superseded,
+            actor=lease.worker,
+            superseded_by=newer.id if newer else None,
+        )
     await session.commit()
     if result.rowcount == 1:
         return JobStatus.superseded
@@ -481,8 +545,25 @@ async def reclaim(db: Database, job_id: str, *, max_attempts: int) -> str | None
                     error="its worker stopped; a newer job reconciles this identity",
                 )
             )
+            if result.rowcount == 1:
+                _audit(
+                    session,
+                    job_id,
+                    JobStatus.superseded,
+                    integration_id=job.integration_id,
+                    superseded_by=newer.id if newer else None,
+                )
             await session.commit()
             return JobStatus.superseded if result.rowcount == 1 else None
+        if moved == 1:
+            _audit(
+                session,
+                job_id,
+                values["status"],
+                integration_id=job.integration_id,
+                attempt=values.get("attempt", job.attempt),
+                error=values["error"],
+            )
         await session.commit()
         return values["status"] if moved == 1 else None
 
@@ -560,7 +641,7 @@ async def release_next(db: Database, job: Job) -> Sequence[Job]:
         return [pending]
 
 
-async def cancel(db: Database, job_id: str) -> Job:
+async def cancel(db: Database, job_id: str, *, actor: str = AUDIT_SYSTEM_ACTOR) -> Job:
     """Cancel a pending or running job for an operator; a running one stops between actions."""
     async with db.session() as session:
         job = await session.get(Job, job_id)
@@ -568,11 +649,21 @@ async def cancel(db: Database, job_id: str) -> Job:
             raise JobNotFound(f"no job {job_id}")
         if not can_move(job.status, JobStatus.cancelled):
             raise JobStateError(f"job {job_id} is {job.status}; only a live job can be cancelled")
+        previous = job.status
         result = await session.exec(
             update(Job)
             .where(Job.id == job_id, Job.status == job.status, Job.attempt == job.attempt)
             .values(status=JobStatus.cancelled, finished_at=utcnow(), lease_until=None)
         )
+        if result.rowcount == 1:
+            _audit(
+                session,
+                job_id,
+                JobStatus.cancelled,
+                actor=actor,
+                integration_id=job.integration_id,
+                previous=previous,
+            )
         await session.commit()
         if result.rowcount != 1:
             raise JobStateError(f"job {job_id} changed meanwhile; look again")
@@ -580,7 +671,7 @@ async def cancel(db: Database, job_id: str) -> Job:
         return job
 
 
-async def retry(db: Database, job_id: str) -> Job:
+async def retry(db: Database, job_id: str, *, actor: str = AUDIT_SYSTEM_ACTOR) -> Job:
     """Queue a closed job's next attempt now for an operator; its pending job if it has one."""
     async with db.session() as session:
         job = await session.get(Job, job_id)
@@ -591,6 +682,7 @@ async def retry(db: Database, job_id: str) -> Job:
         pending = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
         if pending is not None:
             return pending
+        previous, attempt = job.status, job.attempt
         moved = await _try_update(
             session,
             update(Job)
@@ -603,6 +695,16 @@ async def retry(db: Database, job_id: str) -> Job:
                 error=None,
             ),
         )
+        if moved == 1:
+            _audit(
+                session,
+                job_id,
+                JobStatus.queued,
+                actor=actor,
+                integration_id=job.integration_id,
+                attempt=attempt + 1,
+                previous=previous,
+            )
         await session.commit()
         if moved is None:
             return (await session.exec(_pending_query(job.identity_id, job.group_id))).one()

@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.constants import WATCH_IDLE_S
+from engine.constants import AUDIT_SYSTEM_ACTOR, WATCH_IDLE_S
 from engine.jobs import events, state
 from engine.jobs.queue import JobQueue
 from engine.storage.db import Database
@@ -62,23 +62,27 @@ async def job_record(session: AsyncSession, job_id: str) -> JobRecord | None:
     return record
 
 
-async def retry_job(db: Database, queue: JobQueue, job_id: str) -> Job:
+async def retry_job(
+    db: Database, queue: JobQueue, job_id: str, *, actor: str = AUDIT_SYSTEM_ACTOR
+) -> Job:
     """Queue a closed job's next attempt now and deliver it; raise JobStateError if it is live."""
-    job = await state.retry(db, job_id)
+    job = await state.retry(db, job_id, actor=actor)
     await queue.enqueue(job)
     return job
 
 
-async def cancel_job(db: Database, job_id: str) -> Job:
+async def cancel_job(db: Database, job_id: str, *, actor: str = AUDIT_SYSTEM_ACTOR) -> Job:
     """Cancel a live job; a running one stops before its next action."""
-    return await state.cancel(db, job_id)
+    return await state.cancel(db, job_id, actor=actor)
 
 
 PARKED = (JobStatus.blocked, JobStatus.action_required)
 """The states of a job that waits for a person: the identity is blocked until then."""
 
 
-async def unblock_identity(db: Database, queue: JobQueue, identity_id: str) -> Job:
+async def unblock_identity(
+    db: Database, queue: JobQueue, identity_id: str, *, actor: str = AUDIT_SYSTEM_ACTOR
+) -> Job:
     """Retry a blocked identity's parked job now, after an operator fixed what blocked it."""
     async with db.session() as session:
         identity = await session.get(Identity, identity_id)
@@ -93,7 +97,7 @@ async def unblock_identity(db: Database, queue: JobQueue, identity_id: str) -> J
         ).first()
     if parked is None:
         raise state.JobStateError(f"identity {identity.user_name} is not blocked")
-    return await retry_job(db, queue, parked.id)
+    return await retry_job(db, queue, parked.id, actor=actor)
 
 
 async def watch_job(db: Database, redis: Redis, job_id: str) -> AsyncIterator[JobRecord]:

@@ -397,16 +397,29 @@ class ApiToken(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """A read-only log line: who did what to which target."""
+    """An append-only log line: who did what to which target, chained to the line before.
+
+    `engine.storage.audit` numbers and hashes each event when its transaction commits;
+    rows written before the chain began (migration 0008) have no `seq`.
+    """
 
     __tablename__ = "audit_event"
+    __table_args__ = (UniqueConstraint("seq", name="uq_audit_event_seq"),)
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     at: datetime = Field(default_factory=utcnow, index=True)
     actor: str = Field(max_length=200)
     event: str = Field(max_length=100)
     integration_id: str | None = Field(default=None, index=True, max_length=32)
+    job_id: str | None = Field(default=None, index=True, max_length=32)
     target: str | None = Field(default=None, max_length=500)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    seq: int | None = Field(default=None, description="The event's place in the chain, from 1.")
+    prev_sha256: str | None = Field(
+        default=None, max_length=64, description="The hash of the event before it."
+    )
+    sha256: str | None = Field(
+        default=None, max_length=64, description="The hash of this event, its prev included."
+    )
 
 
 class Operator(SQLModel, table=True):

@@ -1,0 +1,1 @@
+"""Storage tests: the audit chain, evidence verification, export and the evidence stores."""
