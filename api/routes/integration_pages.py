@@ -9,6 +9,7 @@ from api.deps import PageAdmin, PageOperator, ReaderDep, SessionDep, SettingsDep
 from api.pages import render
 from engine.apps.integrations import IntegrationError, describe_integration, list_integrations
 from engine.apps.integrations import rotate_token as rotate_scim_token
+from engine.constants import PEOPLE_PAGE_SIZE
 from engine.jobs.people import list_people, recent_counts
 from engine.scim.log import read_log
 from engine.storage.models import Integration
@@ -105,5 +106,11 @@ async def people_page(
     integration = await _integration(session, integration_id)
     people = await list_people(session, integration.id, q)
     return render(
-        request, "people.html", operator, integration=integration, people=people, q=q or ""
+        request,
+        "people.html",
+        operator,
+        integration=integration,
+        people=people,
+        q=q or "",
+        limit=PEOPLE_PAGE_SIZE,
     )
