@@ -59,7 +59,15 @@ REDIS_PROBE_TIMEOUT_S: Final = 2.0
 """How long one try to reach Redis may take, so a hung Redis cannot hang the probe."""
 
 TOTP_MIN_LEFT_S: Final = 10
-"""Type a TOTP code only with at least this much of its window left."""
+"""Type a TOTP code only with at least this much of its window left (a third of a shorter
+window)."""
+TOTP_DEFAULT_PERIOD_S: Final = 30
+"""The TOTP window of a bare base32 seed; an otpauth:// URI names its own."""
+TOTP_MIN_SEED_BITS: Final = 80
+"""The shortest TOTP seed Usher accepts: the app chose it (16 base32 letters is common),
+Usher only types its codes."""
+TOTP_LEDGER_PERIODS: Final = 4
+"""How many windows the ledger remembers an account's last used time-step."""
 
 MASK_COLOR: Final = "#FF00FF"
 OUTLINE_COLOR: Final = "#FF6A00"

@@ -34,6 +34,9 @@ from tests.harness import (
     wait_healthy,
 )
 
+TEST_TOTP_PERIOD_S = 10
+"""Acme's codes in the tests last ten seconds, handed to Usher as an otpauth URI: a second
+sign-in waits for a fresh code at most that long, not a real 30-second window."""
 USHER_REDIS_DBS = {"sqlite": 1, "postgresql": 2}
 """The Redis database of each session Usher's queue (tests/scim uses 15, tests/jobs 14)."""
 
@@ -110,7 +113,7 @@ async def usher_db(usher: Usher) -> AsyncIterator[Database]:
 @pytest.fixture
 def acme() -> Iterator[AcmeServer]:
     """Run a fresh Acme for one test."""
-    with AcmeServer(AcmeState()) as server:
+    with AcmeServer(AcmeState(totp_period_s=TEST_TOTP_PERIOD_S)) as server:
         yield server
 
 

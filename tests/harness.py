@@ -25,6 +25,10 @@ from fixtures.acme.server import AcmeServer
 ROOT = Path(__file__).resolve().parent.parent
 
 
+SERVE_START_S = 60
+"""How long `usher serve` may take to answer: seconds alone, much longer on a loaded machine."""
+
+
 def free_port() -> int:
     """Return a free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
@@ -159,7 +163,7 @@ def wait_healthy(api: str, process: subprocess.Popen[bytes], log: Path) -> None:
         except httpx.TransportError:
             return False
 
-    wait_for(healthy, 30, "usher serve")
+    wait_for(healthy, SERVE_START_S, "usher serve")
 
 
 @dataclass

@@ -72,6 +72,12 @@ def test_create_integration_and_secrets(cli: CliRunner, tmp_path: Path) -> None:
     assert empty.exit_code == 2 and "standard input" in empty.stderr
     missing = cli.invoke(app, ["integrations", "set-secret", "nope", "totp_seed"], input="x")
     assert missing.exit_code == 2 and "no integration 'nope'" in missing.stderr
+    typo = "JBSWY3DPEHPK3PX1"
+    wrong = cli.invoke(app, ["integrations", "set-secret", info["id"], "totp_seed"], input=typo)
+    assert wrong.exit_code == 2 and "not base32" in wrong.stderr and typo not in wrong.stderr
+    uri = "otpauth://totp/Acme:bot?secret=JBSWY3DPEHPK3PXP&period=60&digits=8&issuer=Acme"
+    qr = cli.invoke(app, ["integrations", "set-secret", info["id"], "totp_seed"], input=uri)
+    assert qr.exit_code == 0, qr.output
 
     operator = cli.invoke(app, ["tokens", "create", "--name", "ops"])
     assert operator.exit_code == 0 and operator.stdout.startswith("uop_")

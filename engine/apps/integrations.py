@@ -14,6 +14,7 @@ from engine.apps.grants import (
     live_groups,
     mapping_rules,
 )
+from engine.apps.otp import TotpSecretError, totp_of
 from engine.apps.ownership import clean_protected
 from engine.apps.template import AppTemplate, catalogue_endpoint_of, load_app
 from engine.constants import TOKEN_PREFIX_API, TOKEN_PREFIX_SCIM
@@ -98,11 +99,17 @@ async def set_secret(
     """Store one declared secret of an integration, encrypted."""
     integration = await get_integration(session, integration_id)
     template = load_app(settings.flows_dir, integration.app)
-    if template.secret(name) is None:
+    declared = template.secret(name)
+    if declared is None:
         known = ", ".join(s.name for s in template.secrets) or "none"
         raise IntegrationError(f"app {template.name} declares no secret {name!r} (known: {known})")
     if not value:
         raise IntegrationError(f"secret {name!r} is empty: pass its value on standard input")
+    if declared.kind == "totp_seed":
+        try:
+            totp_of(value)
+        except TotpSecretError as error:
+            raise IntegrationError(f"secret {name!r}: {error}") from None
     await vault.put(session, integration.id, name, value)
     session.add(
         AuditEvent(actor="cli", event="secret.set", integration_id=integration.id, target=name)

@@ -5,14 +5,19 @@ import time
 from collections.abc import Awaitable
 from typing import Protocol
 
-import pyotp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from engine.apps.otp import TotpSecretError, totp_of
 from engine.automation.errors import FlowFailed
-from engine.constants import TOTP_MIN_LEFT_S, TOTP_STEP_PREFIX
+from engine.constants import (
+    TOTP_DEFAULT_PERIOD_S,
+    TOTP_LEDGER_PERIODS,
+    TOTP_MIN_LEFT_S,
+    TOTP_STEP_PREFIX,
+)
 
-TOTP_PERIOD_S = 30
+TOTP_PERIOD_S = TOTP_DEFAULT_PERIOD_S
 
 _CLAIM = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -25,7 +30,7 @@ return 1
 class TotpLedger(Protocol):
     """Remember the last time-step used per account, across workers."""
 
-    async def claim(self, account: str, counter: int) -> bool:
+    async def claim(self, account: str, counter: int, period_s: int = TOTP_PERIOD_S) -> bool:
         """Take a time-step for an account; False when it or a later one was used."""
         ...
 
@@ -36,7 +41,7 @@ class RedisTotpLedger:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def claim(self, account: str, counter: int) -> bool:
+    async def claim(self, account: str, counter: int, period_s: int = TOTP_PERIOD_S) -> bool:
         """Claim atomically with a script, since workers race for the same account.
 
         Without Redis no code is typed, since none can be proven unused: the flow fails
@@ -44,7 +49,8 @@ class RedisTotpLedger:
         """
         key = f"{TOTP_STEP_PREFIX}{account}"
         try:
-            claimed = await self.redis.eval(_CLAIM, 1, key, counter, TOTP_PERIOD_S * 4)
+            ttl_s = period_s * TOTP_LEDGER_PERIODS
+            claimed = await self.redis.eval(_CLAIM, 1, key, counter, ttl_s)
         except (RedisError, OSError) as error:
             raise FlowFailed(f"TOTP ledger unreachable: {error}", transient=True) from error
         return bool(claimed)
@@ -74,12 +80,21 @@ async def fresh_code(
     clock: Clock = time.time,
     sleep: Sleep = asyncio.sleep,
 ) -> str:
-    """Return a code with at least TOTP_MIN_LEFT_S left in its window, never typed before."""
-    totp = pyotp.TOTP(seed, interval=TOTP_PERIOD_S)
+    """Return a code with enough of its window left, never typed before.
+
+    `seed` is a base32 seed or an otpauth:// URI (its period and digits apply). Enough is
+    TOTP_MIN_LEFT_S, or a third of a shorter period.
+    """
+    try:
+        totp = totp_of(seed)
+    except TotpSecretError as error:
+        raise FlowFailed(f"the TOTP secret yields no codes: {error}") from None
+    period = totp.interval
+    min_left = min(TOTP_MIN_LEFT_S, period / 3)
     while True:
         now = clock()
-        counter = int(now // TOTP_PERIOD_S)
-        left = TOTP_PERIOD_S - (now % TOTP_PERIOD_S)
-        if left >= TOTP_MIN_LEFT_S and await ledger.claim(account, counter):
-            return totp.at(counter * TOTP_PERIOD_S)
+        counter = int(now // period)
+        left = period - (now % period)
+        if left >= min_left and await ledger.claim(account, counter, period):
+            return totp.at(counter * period)
         await sleep(left + 0.05)

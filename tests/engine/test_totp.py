@@ -6,6 +6,8 @@ import pyotp
 import pytest
 from redis.asyncio import Redis
 
+from engine.apps.otp import TotpSecretError, totp_of
+from engine.automation.errors import FlowFailed
 from engine.automation.totp import TOTP_PERIOD_S, RedisTotpLedger, fresh_code
 
 SEED = pyotp.random_base32()
@@ -67,3 +69,39 @@ async def test_an_older_window_is_never_claimed_after_a_newer_one(ledger: RedisT
     assert not await ledger.claim(name, 100)
     assert not await ledger.claim(name, 99)
     assert await ledger.claim(name, 101)
+
+
+async def test_an_otpauth_uri_sets_the_period_and_the_digits(ledger: RedisTotpLedger) -> None:
+    """The QR code's URI: ten-second, eight-digit codes; a third of ten seconds is enough."""
+    app = pyotp.TOTP(SEED, interval=10, digits=8)
+    uri = app.provisioning_uri(name="usher-bot", issuer_name="Acme")
+    fake = FakeTime(WINDOW + 7.5)
+    code = await fresh_code(uri, account(), ledger, clock=fake, sleep=fake.sleep)
+    assert code == app.at(WINDOW + 10) and len(code) == 8
+    assert fake.slept and sum(fake.slept) < 3, "waited out 2.5 s of a 10 s window, not 30 s"
+
+
+def test_a_seed_is_read_as_apps_print_it_and_a_bad_one_is_named_not_echoed() -> None:
+    """Grouped lower-case seeds and 80-bit seeds work; typos and HOTP URIs are refused."""
+    grouped = " ".join(SEED[i : i + 4].lower() for i in range(0, len(SEED), 4))
+    assert totp_of(grouped).at(WINDOW) == pyotp.TOTP(SEED).at(WINDOW)
+    short = "JBSWY3DPEHPK3PXP"
+    assert len(totp_of(short).at(WINDOW)) == 6, "16 letters (80 bits), as many apps issue"
+    for bad, said in [
+        ("JBSWY3DPEHPK3PX1", "not base32"),
+        (f"otpauth://hotp/Acme:bot?secret={SEED}&counter=3", "not for TOTP"),
+        (f"otpauth://totp/Acme:bot?secret={SEED}&algorithm=MD5", "MD5"),
+        ("otpauth://totp/Acme:bot?issuer=Acme", "empty"),
+    ]:
+        with pytest.raises(TotpSecretError, match=said) as refused:
+            totp_of(bad)
+        assert SEED not in str(refused.value) and "PX1" not in str(refused.value)
+
+
+async def test_a_secret_that_yields_no_codes_fails_the_step_without_waiting(
+    ledger: RedisTotpLedger,
+) -> None:
+    """A bad seed that slipped into the vault is a permanent, named failure."""
+    with pytest.raises(FlowFailed, match="yields no codes") as failed:
+        await fresh_code("not a seed", account(), ledger)
+    assert not failed.value.transient
