@@ -101,7 +101,7 @@ async def post_mapping(
     integration_id: str,
     body: MappingIn,
     response: Response,
-    _operator: AdminOperator,
+    operator: AdminOperator,
     session: SessionDep,
     settings: SettingsDep,
     queue: QueueDep,
@@ -109,7 +109,7 @@ async def post_mapping(
     """Grant a value to a group's members (201; 200 when that mapping already exists)."""
     try:
         change, jobs = await map_group(
-            session, settings, integration_id, body.group, body.value, actor="api"
+            session, settings, integration_id, body.group, body.value, actor=operator.name
         )
     except (IntegrationError, AppError) as error:
         raise _refusal(error) from None
@@ -127,14 +127,14 @@ async def post_mapping(
 async def delete_mappings(
     integration_id: str,
     group: str,
-    _operator: AdminOperator,
+    operator: AdminOperator,
     session: SessionDep,
     queue: QueueDep,
     value: str | None = None,
 ) -> UnmappedOut:
     """Remove a group's mappings (`?group=NAME[&value=V]`); its members are re-evaluated."""
     try:
-        change, jobs = await unmap_group(session, integration_id, group, value, actor="api")
+        change, jobs = await unmap_group(session, integration_id, group, value, actor=operator.name)
     except IntegrationError as error:
         raise _refusal(error) from None
     await queue.enqueue_all(jobs)
@@ -175,7 +175,7 @@ class OwnershipOut(BaseModel):
 
 @router.put("/{integration_id}/ownership", response_model=OwnershipOut)
 async def put_ownership(
-    integration_id: str, body: OwnershipIn, _operator: AdminOperator, session: SessionDep
+    integration_id: str, body: OwnershipIn, operator: AdminOperator, session: SessionDep
 ) -> OwnershipOut:
     """Make the integration authoritative or not, opt in to delete_user, list protected accounts.
 
@@ -188,7 +188,7 @@ async def put_ownership(
             authoritative=body.authoritative,
             delete_users=body.delete_users,
             protected_accounts=body.protected_accounts,
-            actor="api",
+            actor=operator.name,
         )
     except IntegrationError as error:
         raise _refusal(error) from None

@@ -132,10 +132,10 @@ async def read_job(
 
 
 @router.post("/{job_id}/retry", response_model=JobStateOut)
-async def retry(job_id: str, db: DbDep, queue: QueueDep, _operator: AdminOperator) -> JobStateOut:
+async def retry(job_id: str, db: DbDep, queue: QueueDep, operator: AdminOperator) -> JobStateOut:
     """Queue a closed job's next attempt now."""
     try:
-        return _state_out(await retry_job(db, queue, job_id))
+        return _state_out(await retry_job(db, queue, job_id, actor=operator.name))
     except JobNotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     except JobStateError as error:
@@ -143,10 +143,10 @@ async def retry(job_id: str, db: DbDep, queue: QueueDep, _operator: AdminOperato
 
 
 @router.post("/{job_id}/cancel", response_model=JobStateOut)
-async def cancel(job_id: str, db: DbDep, _operator: AdminOperator) -> JobStateOut:
+async def cancel(job_id: str, db: DbDep, operator: AdminOperator) -> JobStateOut:
     """Cancel a live job; a running one stops before its next action."""
     try:
-        return _state_out(await cancel_job(db, job_id))
+        return _state_out(await cancel_job(db, job_id, actor=operator.name))
     except JobNotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     except JobStateError as error:

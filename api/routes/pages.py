@@ -255,10 +255,10 @@ def _back_to(job_id: str, problem: Exception | None = None) -> RedirectResponse:
 
 
 @router.post("/jobs/{job_id}/retry")
-async def retry_from_page(job_id: str, db: DbDep, queue: QueueDep, _admin: PageAdmin) -> Response:
+async def retry_from_page(job_id: str, db: DbDep, queue: QueueDep, admin: PageAdmin) -> Response:
     """Queue a closed job's next attempt, then show it."""
     try:
-        job = await retry_job(db, queue, job_id)
+        job = await retry_job(db, queue, job_id, actor=admin.name)
     except JobNotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     except JobStateError as error:
@@ -267,10 +267,10 @@ async def retry_from_page(job_id: str, db: DbDep, queue: QueueDep, _admin: PageA
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_from_page(job_id: str, db: DbDep, _admin: PageAdmin) -> Response:
+async def cancel_from_page(job_id: str, db: DbDep, admin: PageAdmin) -> Response:
     """Cancel a live job, then show it."""
     try:
-        await cancel_job(db, job_id)
+        await cancel_job(db, job_id, actor=admin.name)
     except JobNotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     except JobStateError as error:
@@ -280,11 +280,11 @@ async def cancel_from_page(job_id: str, db: DbDep, _admin: PageAdmin) -> Respons
 
 @router.post("/identities/{identity_id}/unblock")
 async def unblock_from_page(
-    identity_id: str, db: DbDep, queue: QueueDep, _admin: PageAdmin
+    identity_id: str, db: DbDep, queue: QueueDep, admin: PageAdmin
 ) -> Response:
     """Retry a blocked identity's parked job, then show it."""
     try:
-        job = await unblock_identity(db, queue, identity_id)
+        job = await unblock_identity(db, queue, identity_id, actor=admin.name)
     except JobNotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     except JobStateError as error:

@@ -3,9 +3,13 @@ admins retry, viewers only read."""
 
 import httpx
 from playwright.sync_api import Page, Request, Response, expect
+from sqlmodel import select
 
 from engine.constants import CSRF_HEADER, JOB_ID_HEADER
+from engine.storage.db import Database
+from engine.storage.models import AuditEvent
 from fixtures.acme.server import AcmeServer
+from tests.databases import run_apart
 from tests.harness import Usher
 from tests.operators import Account
 from tests.pages.conftest import (
@@ -16,6 +20,17 @@ from tests.pages.conftest import (
     sign_in,
     wait_state,
 )
+
+
+async def audit_actors(url: str, job_id: str) -> set[str]:
+    """Return who the audit chain names for a job's events."""
+    db = Database(url)
+    try:
+        async with db.reader() as session:
+            query = select(AuditEvent.actor).where(AuditEvent.job_id == job_id)
+            return set((await session.exec(query)).all())
+    finally:
+        await db.dispose()
 
 
 def test_a_running_job_shows_its_steps_live_and_its_screenshots_full_size(
@@ -65,7 +80,8 @@ def test_an_admin_retries_a_blocked_job_and_a_viewer_cannot(
     signed_in_client,
     acme: AcmeServer,
 ) -> None:
-    """A viewer sees no button and the API refuses them; the admin's Retry provisions it."""
+    """A viewer sees no button and the API refuses them; the admin's Retry provisions it,
+    and the audit chain names the admin."""
     linked = link_acme(usher, acme, secrets=False)
     job_id = post_user(linked, "rory.retry@example.com").headers[JOB_ID_HEADER]
     wait_state(usher, admin_token, job_id, {"blocked"})
@@ -94,4 +110,6 @@ def test_an_admin_retries_a_blocked_job_and_a_viewer_cannot(
     expect(page.get_by_role("heading", name="Attempt 2")).to_be_visible()
     shoot(page, "job-retried")
     assert len(acme.state.users_with_email("rory.retry@example.com")) == 1
+    url = usher.settings.resolved_database_url
+    assert admin.username in run_apart(lambda: audit_actors(url, job_id))
     assert httpx.get(f"{usher.api}/jobs/{job_id}").status_code in (303, 307)
