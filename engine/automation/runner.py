@@ -406,10 +406,27 @@ class FlowRunner:
         if kind in ("expect", "wait_for") and isinstance(getattr(step, kind), Expectation):
             await self._expect_page(getattr(step, kind), timeout_ms)
             return None, "ok", None
+        if kind == "expect" and step.state in ("hidden", "detached"):
+            return await self._expect_gone(step, timeout_ms), "ok", None
         target, matched = await self._resolve(step, timeout_ms)
         self.focus = target
         await self._act(step, target, timeout_ms)
         return matched, "ok", None
+
+    async def _expect_gone(self, step: Step, timeout_ms: int) -> str:
+        """Assert that no locator of the step shows an element (hidden) or finds one (detached).
+
+        Resolving first would wait for the very element that should be gone, so this is
+        asserted on the locators themselves, fallbacks included: each names the same element.
+        """
+        specs = [s for s in (step.locator, *step.fallbacks) if s is not None]
+        for spec in specs:
+            target = self._build(spec, step.frame)
+            if step.state == "detached":
+                await expect(target).to_have_count(0, timeout=timeout_ms)
+            else:
+                await expect(target.first).to_be_hidden(timeout=timeout_ms)
+        return " | ".join(self._describe(s) for s in specs)
 
     async def _wait_network(self, which: str, template: str, timeout_ms: int) -> str:
         """Wait for a request sent, or a response received, since the last acting step began."""
@@ -703,8 +720,6 @@ class FlowRunner:
             await assertion.to_have_value(self._render(step.value), timeout=timeout_ms)
         elif step.checked is not None:
             await assertion.to_be_checked(checked=step.checked, timeout=timeout_ms)
-        elif step.state == "hidden":
-            await assertion.to_be_hidden(timeout=timeout_ms)
         else:
             await assertion.to_be_visible(timeout=timeout_ms)
 

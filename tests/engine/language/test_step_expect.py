@@ -15,6 +15,7 @@ PAGES = {
         "<label for=e>Email</label><input id=e value=dana@example.com>"
         "<label><input type=checkbox id=admin checked> Admin</label>"
         "<label><input type=checkbox id=audit> Audit</label>"
+        "<p id=flash hidden>Saved</p>"
     )
 }
 HOLDS: list[dict[str, Any]] = [
@@ -25,6 +26,9 @@ HOLDS: list[dict[str, Any]] = [
     {"expect": {"role": "heading", "name": "Account dana"}},
     {"expect": {"url": "/account$"}},
     {"expect": {"text": "Status: Active"}},
+    {"expect": {"css": "#flash"}, "state": "hidden"},
+    {"expect": {"text": "Account suspended"}, "state": "hidden"},
+    {"expect": {"css": "#dialog"}, "state": "detached"},
 ]
 FAILS: list[dict[str, Any]] = [
     {"expect": {"css": "#status"}, "text": "Suspended"},
@@ -34,6 +38,8 @@ FAILS: list[dict[str, Any]] = [
     {"expect": {"role": "heading", "name": "Account eve"}},
     {"expect": {"url": "/elsewhere$"}},
     {"expect": {"text": "Status: Suspended"}},
+    {"expect": {"css": "#status"}, "state": "hidden"},
+    {"expect": {"css": "#flash"}, "state": "detached"},
 ]
 
 
