@@ -9,6 +9,7 @@ import typer
 
 from cli.commands import fail, in_session, redis_for_up, run, settings_for, with_database
 from cli.embedded import running_owner, served_by
+from cli.evidence import evidence
 from cli.flows import flows
 from cli.jobs import CLI_ACTOR, identities, jobs
 from cli.logs import configure
@@ -47,6 +48,7 @@ app.add_typer(flows, name="flows")
 app.add_typer(operators, name="operators")
 app.add_typer(jobs, name="jobs")
 app.add_typer(identities, name="identities")
+app.add_typer(evidence, name="evidence")
 
 DataDir = Annotated[
     Path | None,

@@ -148,3 +148,13 @@ AUDIT_LOCK_KEY: Final = 0x5573686572_4175
 """PostgreSQL's advisory lock that one transaction at a time holds to extend the audit chain."""
 AUDIT_SYSTEM_ACTOR: Final = "usher"
 """Who the audit chain names for a move Usher made itself (a SCIM change, the relay)."""
+AUDIT_KEY_BYTES: Final = 32
+"""The random anchor-signing key kept in the data dir when USHER_AUDIT_KEY is not set."""
+AUDIT_ANCHOR_CONTEXT: Final = "usher-audit-anchor"
+"""What an anchor's signature covers begins with this, so no other HMAC can pass for one."""
+VERIFY_BATCH: Final = 1000
+"""`usher evidence verify` reads events and evidence rows this many at a time."""
+PRUNE_BATCH: Final = 1000
+"""Evidence rows pruned per transaction, so a long backlog never holds the write lock long."""
+PRUNE_BATCHES_PER_PASS: Final = 5
+"""Batches one timed retention pass prunes at most; a backlog goes over several passes."""

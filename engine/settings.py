@@ -95,6 +95,24 @@ class Settings(BaseSettings):
         gt=0,
         description="How often each worker reclaims lapsed jobs and delivers due ones.",
     )
+    audit_key: str | None = Field(
+        default=None,
+        description="Signs the audit chain's anchors (HMAC-SHA256); default: a random key kept "
+        "in data_dir/audit.key, apart from the database. Set one key for workers on several "
+        "machines.",
+    )
+    audit_every_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often each worker anchors the audit chain's head outside the database "
+        "and prunes evidence past evidence_keep_days.",
+    )
+    evidence_keep_days: int = Field(
+        default=0,
+        ge=0,
+        description="Evidence of jobs that ended longer ago is pruned, as an audited event; "
+        "0 keeps it forever.",
+    )
     step_timeout_ms: int = 10_000
     browser_jobs_before_restart: int = 100
     browser_max_rss_mb: int = Field(
@@ -134,6 +152,16 @@ class Settings(BaseSettings):
     def session_key_path(self) -> Path:
         """Return the file of the random key that signs session cookies when none is set."""
         return self.data_dir / "session.key"
+
+    @property
+    def audit_key_path(self) -> Path:
+        """Return the file of the random key that signs anchors when none is set."""
+        return self.data_dir / "audit.key"
+
+    @property
+    def anchors_path(self) -> Path:
+        """Return the append-only file of signed chain heads, kept outside the database."""
+        return self.data_dir / "audit-anchors.jsonl"
 
     @property
     def secure_cookies(self) -> bool:

@@ -1,4 +1,5 @@
-"""Each worker's maintenance, on its own timer beside the job slots: relay, sweep, probes.
+"""Each worker's maintenance, on its own timer beside the job slots: relay, sweep, probes,
+and the audit pass (anchor the chain's head outside the database, prune old evidence).
 
 A job slot may be busy for minutes; none of this may wait behind it, or a dead worker's
 jobs come back late and identities left behind stay behind. A failed pass (Redis or the
@@ -11,11 +12,13 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from engine.constants import SWEEP_BATCH
+from engine.constants import PRUNE_BATCHES_PER_PASS, SWEEP_BATCH
 from engine.jobs.probe import probe_due
 from engine.jobs.relay import relay
 from engine.jobs.runner import JobServices
 from engine.jobs.sweep import sweep
+from engine.storage.anchors import anchor_head
+from engine.storage.verify import prune_evidence
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +48,29 @@ async def sweep_once(services: JobServices) -> int:
     )
 
 
+async def audit_once(services: JobServices) -> None:
+    """Prune evidence past its retention, then anchor the chain's head in the data dir."""
+    settings = services.settings
+    if settings.evidence_keep_days:
+        await prune_evidence(
+            services.db,
+            services.evidence,
+            keep_days=settings.evidence_keep_days,
+            batches=PRUNE_BATCHES_PER_PASS,
+        )
+    await anchor_head(services.db, settings)
+
+
 async def maintain(services: JobServices) -> None:
-    """Relay every `relay_every_s`, sweep every `sweep_every_s`, probe cooled breakers.
+    """Relay every `relay_every_s`, sweep every `sweep_every_s`, probe cooled breakers,
+    anchor and prune every `audit_every_s`.
 
     A probe signs in with a browser and takes seconds, so it runs as its own task and the
     relay stays on time; a new probe pass starts only when the last one ended.
     """
     settings = services.settings
     next_sweep = time.monotonic() + settings.sweep_every_s
+    next_audit = time.monotonic()
     probing: asyncio.Task[None] | None = None
     try:
         while True:
@@ -60,6 +78,9 @@ async def maintain(services: JobServices) -> None:
             if time.monotonic() >= next_sweep:
                 await _guarded("sweep", sweep_once(services))
                 next_sweep = time.monotonic() + settings.sweep_every_s
+            if time.monotonic() >= next_audit:
+                await _guarded("audit", audit_once(services))
+                next_audit = time.monotonic() + settings.audit_every_s
             if probing is None or probing.done():
                 probing = asyncio.create_task(_guarded("probe", probe_due(services)))
             await asyncio.sleep(settings.relay_every_s)

@@ -326,7 +326,14 @@ async def finish(db: Database, lease: Lease, status: str, error: str | None) -> 
             .values(status=status, error=error, finished_at=utcnow(), lease_until=None)
         )
         if result.rowcount == 1:
-            _audit(session, lease.job_id, status, actor=lease.worker, error=error)
+            _audit(
+                session,
+                lease.job_id,
+                status,
+                actor=lease.worker,
+                error=error,
+                evidence=await audit.evidence_digest(session, lease.job_id),
+            )
         await session.commit()
         if result.rowcount == 1:
             return status
@@ -363,6 +370,7 @@ async def retry_later(
                 actor=lease.worker,
                 attempt=lease.attempt + 1,
                 error=error,
+                evidence=await audit.evidence_digest(session, lease.job_id),
             )
         await session.commit()
         if moved == 1:
@@ -430,7 +438,14 @@ async def wait(db: Database, lease: Lease, reason: str) -> str:
         if moved is None:
             return await _supersede_owned(session, lease, reason)
         if moved == 1:
-            _audit(session, lease.job_id, JobStatus.waiting, actor=lease.worker, error=reason)
+            _audit(
+                session,
+                lease.job_id,
+                JobStatus.waiting,
+                actor=lease.worker,
+                error=reason,
+                evidence=await audit.evidence_digest(session, lease.job_id),
+            )
         await session.commit()
         if moved == 1:
             return JobStatus.waiting
@@ -485,6 +500,7 @@ async def _supersede_owned(session: AsyncSession, lease: Lease, error: str) -> s
             JobStatus.superseded,
             actor=lease.worker,
             superseded_by=newer.id if newer else None,
+            evidence=await audit.evidence_digest(session, lease.job_id),
         )
     await session.commit()
     if result.rowcount == 1:
@@ -552,6 +568,7 @@ async def reclaim(db: Database, job_id: str, *, max_attempts: int) -> str | None
                     JobStatus.superseded,
                     integration_id=job.integration_id,
                     superseded_by=newer.id if newer else None,
+                    evidence=await audit.evidence_digest(session, job_id),
                 )
             await session.commit()
             return JobStatus.superseded if result.rowcount == 1 else None
@@ -563,6 +580,7 @@ async def reclaim(db: Database, job_id: str, *, max_attempts: int) -> str | None
                 integration_id=job.integration_id,
                 attempt=values.get("attempt", job.attempt),
                 error=values["error"],
+                evidence=await audit.evidence_digest(session, job_id),
             )
         await session.commit()
         return values["status"] if moved == 1 else None
@@ -663,6 +681,7 @@ async def cancel(db: Database, job_id: str, *, actor: str = AUDIT_SYSTEM_ACTOR) 
                 actor=actor,
                 integration_id=job.integration_id,
                 previous=previous,
+                evidence=await audit.evidence_digest(session, job_id),
             )
         await session.commit()
         if result.rowcount != 1:

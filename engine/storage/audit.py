@@ -17,7 +17,7 @@ from sqlalchemy import event, text
 from sqlmodel import Session, col, select
 
 from engine.constants import AUDIT_GENESIS, AUDIT_LOCK_KEY
-from engine.storage.models import AuditEvent
+from engine.storage.models import AuditEvent, Evidence
 
 STASH = "usher_audit_pending"
 """The session.info key of the events added but not chained yet."""
@@ -143,3 +143,20 @@ async def head(session: Any) -> Head | None:
     if found is None or found[0] is None or found[1] is None:
         return None
     return Head(found[0], found[1])
+
+
+def digest_of(files: list[tuple[str, str]]) -> str:
+    """Return one SHA-256 over a job's evidence files, as (key, sha256), in any order."""
+    lines = sorted(f"{key}:{sha256}" for key, sha256 in files)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+async def evidence_digest(session: Any, job_id: str) -> dict[str, Any]:
+    """Return what a job's evidence is now, for the event that ends an attempt to carry.
+
+    `verify` compares it with the rows it finds, so a removed or replaced row shows.
+    """
+    rows = (
+        await session.exec(select(Evidence.key, Evidence.sha256).where(Evidence.job_id == job_id))
+    ).all()
+    return {"files": len(rows), "sha256": digest_of([(key, sha) for key, sha in rows])}

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from engine.settings import Settings
+
 
 @dataclass(frozen=True)
 class StoredFile:
@@ -29,6 +31,10 @@ class EvidenceStore(Protocol):
 
     def locate(self, key: str) -> str:
         """Return where an operator finds the file (a path or a URL)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the file stored under a key, if there is one (retention pruning)."""
         ...
 
 
@@ -63,3 +69,12 @@ class DirectoryEvidenceStore:
     def locate(self, key: str) -> str:
         """Return the file's path."""
         return str(self.root / key)
+
+    def delete(self, key: str) -> None:
+        """Remove the file; one already gone is no error."""
+        self._path(key).unlink(missing_ok=True)
+
+
+def evidence_store(settings: Settings) -> EvidenceStore:
+    """Return the evidence store the settings choose."""
+    return DirectoryEvidenceStore(settings.evidence_dir)

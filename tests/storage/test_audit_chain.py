@@ -1,6 +1,7 @@
 """The audit chain on SQLite and PostgreSQL: every job move and operator action, linked."""
 
 import asyncio
+import itertools
 
 from sqlmodel import col, select
 
@@ -23,7 +24,7 @@ async def chain(database: Database) -> list[AuditEvent]:
 def assert_linked(events: list[AuditEvent]) -> None:
     """Each event is numbered after the one before, carries its hash and hashes to its own."""
     assert events, "the chain is empty"
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         assert after.seq == before.seq + 1
         assert after.prev_sha256 == before.sha256
     for item in events:
@@ -55,7 +56,8 @@ async def test_a_job_s_life_is_in_the_chain(database: Database) -> None:
     events = await chain(database)
     assert_linked(events)
     last = [e for e in events if e.job_id == claimed.job.id][-1]
-    assert last.detail == {"error": "the app said no"}
+    assert last.detail["error"] == "the app said no"
+    assert last.detail["evidence"] == {"files": 0, "sha256": audit.digest_of([])}
 
 
 async def test_operator_actions_name_their_operator(database: Database) -> None:
