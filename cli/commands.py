@@ -13,6 +13,7 @@ from cli.embedded import DataDirServed, borrowed_redis, claim_redis
 from engine.apps.integrations import IntegrationError
 from engine.apps.template import AppError
 from engine.automation.browser import BrowserError
+from engine.jobs.export import ExportError
 from engine.jobs.state import JobStateError
 from engine.operators.accounts import OperatorError
 from engine.settings import Settings
@@ -27,6 +28,7 @@ USER_ERRORS = (
     BrowserError,
     JobStateError,
     OperatorError,
+    ExportError,
 )
 
 

@@ -1,4 +1,4 @@
-"""`usher evidence`: check the audit chain and every evidence file."""
+"""`usher evidence`: check the audit chain and every evidence file; export jobs' evidence."""
 
 from datetime import UTC, datetime
 from pathlib import Path
@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
-from cli.commands import run, settings_for, with_database
+from cli.commands import fail, run, settings_for, with_database
+from engine.jobs.export import Selection, export_evidence
+from engine.storage.evidence import evidence_store
 from engine.storage.verify import verify_deployment
 
 evidence = typer.Typer(help="Evidence an auditor can trust: verify the chain and the files.")
@@ -60,3 +62,35 @@ def evidence_verify(
     if not report.ok:
         raise typer.Exit(code=1)
     typer.echo("ok: nothing altered or removed")
+
+
+@evidence.command("export")
+def evidence_export(
+    job: Annotated[str | None, typer.Argument(help="One job's id.")] = None,
+    identity: Annotated[
+        str | None, typer.Option(help="Every job of the identity with this userName (or id).")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Every job created from this date (UTC).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="The zip to write.")] = Path("usher-evidence.zip"),
+    data_dir: DataDir = None,
+) -> None:
+    """Write a zip an auditor reads offline: screenshots, manifest.json and report.html."""
+    if job is None and identity is None and since is None:
+        raise fail("name a job, or pass --identity NAME or --since DATE")
+    settings = settings_for(data_dir)
+    selection = Selection(job_id=job, identity=identity, since=_aware(since))
+    manifest = run(
+        lambda: with_database(
+            settings,
+            lambda db: export_evidence(db, settings, evidence_store(settings), selection, out),
+        )
+    )
+    anchor = manifest["anchor"]
+    typer.echo(
+        f"wrote {out}: {len(manifest['jobs'])} jobs, {len(manifest['files'])} files,"
+        f" chain head event {anchor['seq']} {anchor['sha256']}"
+    )
+    for problem in manifest["problems"]:
+        typer.echo(f"ALTERED: {problem}")

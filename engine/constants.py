@@ -158,3 +158,5 @@ PRUNE_BATCH: Final = 1000
 """Evidence rows pruned per transaction, so a long backlog never holds the write lock long."""
 PRUNE_BATCHES_PER_PASS: Final = 5
 """Batches one timed retention pass prunes at most; a backlog goes over several passes."""
+EXPORT_MAX_JOBS: Final = 1000
+"""The most jobs one evidence export holds; a wider selection is refused, to be narrowed."""
