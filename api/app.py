@@ -29,7 +29,7 @@ from engine.operators.sessions import Sessions, session_secret
 from engine.scim.provider import ScimServices
 from engine.settings import Settings
 from engine.storage.db import Database
-from engine.storage.evidence import DirectoryEvidenceStore
+from engine.storage.evidence import evidence_store
 from engine.version import usher_version
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
         db = Database.from_settings(settings)
         await db.migrate()
         app.state.db = db
+        app.state.evidence = evidence_store(settings, db)
         app.state.queue = await JobQueue.connect(redis_url)
         try:
             yield
@@ -53,7 +54,6 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
     app = FastAPI(title="Usher", version=usher_version(), lifespan=lifespan)
     app.state.settings = settings
     app.state.scim_services = ScimServices(settings)
-    app.state.evidence = DirectoryEvidenceStore(settings.evidence_dir)
     app.include_router(health.router)
     app.include_router(scim.router)
     app.include_router(jobs.router)

@@ -84,7 +84,7 @@ def evidence_export(
     manifest = run(
         lambda: with_database(
             settings,
-            lambda db: export_evidence(db, settings, evidence_store(settings), selection, out),
+            lambda db: export_evidence(db, settings, evidence_store(settings, db), selection, out),
         )
     )
     anchor = manifest["anchor"]

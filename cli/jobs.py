@@ -23,7 +23,7 @@ from engine.jobs.views import (
 )
 from engine.settings import Settings
 from engine.storage.db import Database
-from engine.storage.evidence import DirectoryEvidenceStore
+from engine.storage.evidence import evidence_store
 from engine.storage.models import JobStatus
 
 T = TypeVar("T")
@@ -67,7 +67,6 @@ def jobs_list(
 
 async def _show(settings: Settings, job_id: str) -> list[str]:
     """Return the lines of a job's header and step table."""
-    store = DirectoryEvidenceStore(settings.evidence_dir)
 
     async def read(db: Database) -> list[str]:
         """Read the job's record and lay it out."""
@@ -78,7 +77,7 @@ async def _show(settings: Settings, job_id: str) -> list[str]:
         job = record.job
         head = f"job {job.id}: {job.status}, attempt {job.attempt}"
         lines = [head + (f" ({job.error})" if job.error else "")]
-        return lines + render_job(record, store)
+        return lines + render_job(record, evidence_store(settings, db))
 
     return await with_database(settings, read)
 
@@ -122,10 +121,10 @@ def jobs_cancel(job_id: JobId, data_dir: DataDir = None) -> None:
 
 async def _watch(settings: Settings, job_id: str) -> str:
     """Print a job's steps as they are recorded, until it ends; return its state."""
-    store = DirectoryEvidenceStore(settings.evidence_dir)
     with redis_beside_up(settings) as url:
         redis = Redis.from_url(url)
         db = Database.from_settings(settings)
+        store = evidence_store(settings, db)
         shown, status, attempt, error = 0, "", 0, None
         try:
             async for record in watch_job(db, redis, job_id):

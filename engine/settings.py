@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         description="How often each worker anchors the audit chain's head outside the database "
         "and prunes evidence past evidence_keep_days.",
     )
+    evidence_store: Literal["directory", "database"] = Field(
+        default="directory",
+        description="Where screenshots are kept: a directory under data_dir, or the database "
+        "(workers on several machines that share no disk).",
+    )
     evidence_keep_days: int = Field(
         default=0,
         ge=0,

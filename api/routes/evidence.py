@@ -17,7 +17,7 @@ async def read_evidence(
     if item is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no evidence {evidence_id}")
     try:
-        data = store.get(item.key)
+        data = await store.get(item.key)
     except FileNotFoundError as error:
         raise HTTPException(status.HTTP_410_GONE, "the evidence file is missing") from error
     except ValueError as error:

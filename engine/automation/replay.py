@@ -41,7 +41,7 @@ class PrintingSink:
         paths = []
         for artifact in artifacts:
             key = f"{self.prefix}/{result.position:03d}-{artifact.kind}.{artifact.suffix}"
-            paths.append(self.store.locate(self.store.put(key, artifact.data).key))
+            paths.append(self.store.locate((await self.store.put(key, artifact.data)).key))
         locator = f"  [{result.locator}]" if result.locator else ""
         self.echo(
             f"{result.position:>3}. {result.name:<40} {result.status:<8}"

@@ -163,7 +163,7 @@ def _job_out(
     }
 
 
-def _copy_files(
+async def _copy_files(
     archive: zipfile.ZipFile, records: Sequence[JobRecord], store: EvidenceStore
 ) -> _Files:
     """Copy each evidence file into the zip after checking it still hashes as recorded."""
@@ -173,7 +173,7 @@ def _copy_files(
             for item in items:
                 name = f"{EVIDENCE_DIR}/{item.key}"
                 try:
-                    data = store.get(item.key)
+                    data = await store.get(item.key)
                 except (FileNotFoundError, KeyError, ValueError):
                     files.problems.append(f"{item.key}: missing from the evidence store")
                     continue
@@ -295,7 +295,7 @@ async def export_evidence(
         raise ExportError("the audit chain is empty: there is nothing to anchor an export to")
     partial = out.with_name(out.name + ".partial")
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        files = _copy_files(archive, records, store)
+        files = await _copy_files(archive, records, store)
         manifest = {
             "generated_at": utcnow().isoformat(timespec="seconds"),
             "selection": selection.describe(),

@@ -115,7 +115,11 @@ class DbStepSink:
         self.action = action
 
     async def record(self, result: StepResult, artifacts: list[Artifact]) -> None:
-        """Store the Step row and its evidence files with their SHA-256."""
+        """Store the evidence files, then the Step row and each file's SHA-256.
+
+        The files go first: the database store writes in a transaction of its own, which
+        must not wait for this one's SQLite write lock.
+        """
         step = Step(
             action_id=self.action.id,
             position=result.position,
@@ -129,12 +133,14 @@ class DbStepSink:
         )
         action = self.action
         prefix = f"{self.job_id}/attempt-{action.attempt}/{action.position:02d}-{action.name}"
+        kept = []
+        for artifact in artifacts:
+            key = f"{prefix}/{result.position:03d}-{artifact.kind}.{artifact.suffix}"
+            kept.append((artifact, await self.services.evidence.put(key, artifact.data)))
         async with self.services.db.session() as session:
             session.add(step)
             await session.flush()
-            for artifact in artifacts:
-                key = f"{prefix}/{result.position:03d}-{artifact.kind}.{artifact.suffix}"
-                stored = self.services.evidence.put(key, artifact.data)
+            for artifact, stored in kept:
                 session.add(
                     Evidence(
                         job_id=self.job_id,

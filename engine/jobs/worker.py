@@ -23,7 +23,7 @@ from engine.jobs.queue import LANE_QUEUES, JobQueue, redis_settings, wait_for_re
 from engine.jobs.runner import JobRunner, JobServices
 from engine.settings import Settings
 from engine.storage.db import Database
-from engine.storage.evidence import DirectoryEvidenceStore
+from engine.storage.evidence import evidence_store
 from engine.storage.models import Lane
 from engine.storage.vault import Vault
 
@@ -163,7 +163,7 @@ async def _open_services(settings: Settings, redis: Any) -> JobServices:
         settings=settings,
         db=db,
         vault=Vault.from_path(settings.vault_key_path),
-        evidence=DirectoryEvidenceStore(settings.evidence_dir),
+        evidence=evidence_store(settings, db),
         browsers=browsers,
         ledger=RedisTotpLedger(redis),
         queue=JobQueue(redis),

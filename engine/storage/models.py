@@ -375,6 +375,17 @@ class Evidence(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class EvidenceBlob(SQLModel, table=True):
+    """An evidence file kept in the database, for workers that share no disk."""
+
+    __tablename__ = "evidence_blob"
+    key: str = Field(primary_key=True, max_length=500)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    sha256: str = Field(max_length=64)
+    size: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Role(StrEnum):
     """What an operator may do: a viewer reads everything and changes nothing."""
 

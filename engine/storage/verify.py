@@ -170,7 +170,7 @@ async def _check_files(
             report.files += 1
             what = f"{item.kind} {item.key} (job {item.job_id})"
             try:
-                data = store.get(item.key)
+                data = await store.get(item.key)
             except (FileNotFoundError, KeyError):
                 report.problems.append(f"{what} removed from the evidence store")
                 continue
@@ -263,7 +263,7 @@ async def verify_deployment(
         found, trouble = anchoring.read_any(path)
         given, complaints = given + found, complaints + trouble
     report = await verify(
-        db, evidence_store(settings), anchoring.audit_key(settings), given, since=since
+        db, evidence_store(settings, db), anchoring.audit_key(settings), given, since=since
     )
     report.problems[:0] = complaints
     return report
@@ -311,7 +311,7 @@ async def prune_evidence(
             )
             await session.commit()
         for _id, key, _job in rows:
-            store.delete(key)
+            await store.delete(key)
         total += len(rows)
         if len(rows) < PRUNE_BATCH:
             return total

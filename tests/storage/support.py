@@ -79,23 +79,27 @@ def settings_in(tmp_path: Path) -> Settings:
 async def job_with_screenshots(
     database: Database, store: EvidenceStore, *, steps: int = 2, status: str = JobStatus.succeeded
 ) -> Job:
-    """Run a job through the state machine with one screenshot per step, and close it."""
+    """Run a job through the state machine with one screenshot per step, and close it.
+
+    The files are stored before the rows, as the runner's step sink stores them."""
     identity = await new_identity(database)
     claimed = await running_job(database, identity, worker="w-evidence")
     assert claimed.job is not None and claimed.lease is not None
     job = claimed.job
+    files = []
+    for position in range(1, steps + 1):
+        key = f"{job.id}/attempt-1/00-create_user/{position:03d}-screenshot.png"
+        files.append((position, await store.put(key, PNG)))
     async with database.session() as session:
         action = Action(job_id=job.id, name="create_user", status="succeeded")
         session.add(action)
         await session.flush()
-        for position in range(1, steps + 1):
+        for position, stored in files:
             step = Step(
                 action_id=action.id, position=position, name=f"step {position}", kind="click"
             )
             session.add(step)
             await session.flush()
-            key = f"{job.id}/attempt-1/00-create_user/{position:03d}-screenshot.png"
-            stored = store.put(key, PNG)
             session.add(
                 Evidence(
                     job_id=job.id,

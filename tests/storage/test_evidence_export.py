@@ -59,9 +59,11 @@ async def test_an_export_opens_offline_with_every_screenshot(
     """One job: the manifest's hashes match the zip's files, its anchor is genuine and in the
     anchor file, and the report shows every step's screenshot from inside the zip."""
     settings = settings_in(tmp_path)
-    job = await job_with_screenshots(database, evidence_store(settings), steps=STEPS)
+    job = await job_with_screenshots(database, evidence_store(settings, database), steps=STEPS)
     out = tmp_path / "evidence.zip"
-    await export_evidence(database, settings, evidence_store(settings), Selection(job.id), out)
+    await export_evidence(
+        database, settings, evidence_store(settings, database), Selection(job.id), out
+    )
 
     manifest = unzip(out, tmp_path / "unzipped")
     [exported] = manifest["jobs"]
@@ -101,7 +103,7 @@ def test_the_command_line_exports_an_identity_and_verify_reads_its_anchor(
         database = Database.from_settings(settings)
         await database.migrate()
         try:
-            store = evidence_store(settings)
+            store = evidence_store(settings, database)
             jobs = [await job_with_screenshots(database, store) for _ in range(2)]
             async with database.session() as session:
                 who = await session.get(Identity, jobs[0].identity_id)

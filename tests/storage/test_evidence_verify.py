@@ -20,7 +20,7 @@ from engine.jobs.runner import JobServices
 from engine.storage import anchors, audit
 from engine.storage.db import Database
 from engine.storage.evidence import DirectoryEvidenceStore, evidence_store
-from engine.storage.models import AuditEvent, Evidence, Job, utcnow
+from engine.storage.models import AuditEvent, Evidence, EvidenceBlob, Job, utcnow
 from engine.storage.vault import Vault
 from engine.storage.verify import PRUNED, prune_evidence, verify_deployment
 from tests.databases import run_apart
@@ -45,7 +45,7 @@ async def events_of(database: Database) -> list[AuditEvent]:
 async def test_an_untouched_deployment_verifies(own_database: Database, tmp_path: Path) -> None:
     """Two jobs, anchored: every event, anchor and file checks out."""
     settings = settings_in(tmp_path)
-    store = evidence_store(settings)
+    store = evidence_store(settings, own_database)
     await job_with_screenshots(own_database, store)
     await anchors.anchor_head(own_database, settings)
     await job_with_screenshots(own_database, store)
@@ -70,7 +70,7 @@ async def test_a_modified_screenshot_is_named(own_database: Database, tmp_path: 
     assert report.problems == [
         f"screenshot {shot.key} (job {job.id}) altered: its SHA-256 is not the one recorded"
     ]
-    store.delete(shot.key)
+    await store.delete(shot.key)
     report = await verify_deployment(own_database, settings)
     assert report.problems == [
         f"screenshot {shot.key} (job {job.id}) removed from the evidence store"
@@ -81,7 +81,7 @@ async def test_a_deleted_event_is_named(own_database: Database, tmp_path: Path) 
     """An event deleted from the middle of the chain, and events deleted from its end after
     an anchor named them."""
     settings = settings_in(tmp_path)
-    store = evidence_store(settings)
+    store = evidence_store(settings, own_database)
     await job_with_screenshots(own_database, store)
     await job_with_screenshots(own_database, store)
     await anchors.anchor_head(own_database, settings)
@@ -106,7 +106,7 @@ async def test_a_rewritten_event_with_recomputed_hashes_is_caught_by_the_anchor(
     """Who rewrites an event and recomputes every later hash in the database leaves a chain
     that links, and the anchor signed outside the database disagrees."""
     settings = settings_in(tmp_path)
-    store = evidence_store(settings)
+    store = evidence_store(settings, own_database)
     job = await job_with_screenshots(own_database, store)
     await anchors.anchor_head(own_database, settings)
     events = await events_of(own_database)
@@ -134,7 +134,7 @@ async def test_a_rewritten_event_without_recomputed_hashes_is_named(
 ) -> None:
     """An event edited in place no longer hashes to itself."""
     settings = settings_in(tmp_path)
-    await job_with_screenshots(own_database, evidence_store(settings))
+    await job_with_screenshots(own_database, evidence_store(settings, own_database))
     first = (await events_of(own_database))[0]
     async with own_database.session() as session:
         await session.exec(
@@ -153,14 +153,14 @@ async def test_an_evidence_row_removed_with_its_file_is_named(
 ) -> None:
     """Row and file both gone: the digest the job's last audited move recorded disagrees."""
     settings = settings_in(tmp_path)
-    store = evidence_store(settings)
+    store = evidence_store(settings, own_database)
     job = await job_with_screenshots(own_database, store)
     async with own_database.session() as session:
         shot = (await session.exec(select(Evidence).where(Evidence.job_id == job.id))).first()
         assert shot is not None
         await session.exec(delete(Evidence).where(Evidence.id == shot.id))
         await session.commit()
-    store.delete(shot.key)
+    await store.delete(shot.key)
     report = await verify_deployment(own_database, settings)
     assert len(report.problems) == 1
     assert report.problems[0].startswith(f"job {job.id}: its evidence rows differ")
@@ -170,7 +170,7 @@ async def test_an_evidence_row_removed_with_its_file_is_named(
 async def test_pruning_is_in_the_chain_and_verifies(own_database: Database, tmp_path: Path) -> None:
     """Evidence of ended jobs pruned: files and rows gone, one audited event, verify accepts."""
     settings = settings_in(tmp_path)
-    store = evidence_store(settings)
+    store = evidence_store(settings, own_database)
     job = await job_with_screenshots(own_database, store)
     pruned = await prune_evidence(own_database, store, keep_days=0)
     assert pruned == 2
@@ -189,7 +189,7 @@ async def test_pruning_is_in_the_chain_and_verifies(own_database: Database, tmp_
 async def test_a_forged_anchor_and_since(own_database: Database, tmp_path: Path) -> None:
     """An anchor line not signed with the key is named; --since checks only what is newer."""
     settings = settings_in(tmp_path)
-    store = evidence_store(settings)
+    store = evidence_store(settings, own_database)
     await job_with_screenshots(own_database, store)
     middle = utcnow()
     await job_with_screenshots(own_database, store)
@@ -221,7 +221,7 @@ def test_the_command_line_exits_1_naming_the_file(tmp_path: Path) -> None:
         database = Database.from_settings(settings)
         await database.migrate()
         try:
-            return (await job_with_screenshots(database, evidence_store(settings))).id
+            return (await job_with_screenshots(database, evidence_store(settings, database))).id
         finally:
             await database.dispose()
 
@@ -244,7 +244,7 @@ async def test_the_worker_s_timer_prunes_past_retention_and_anchors(
     """The maintenance pass prunes the evidence of jobs ended before `evidence_keep_days`,
     keeps the newer, and appends the chain's head to the anchor file."""
     settings = settings_in(tmp_path).model_copy(update={"evidence_keep_days": 7})
-    store = evidence_store(settings)
+    store = evidence_store(settings, own_database)
     old = await job_with_screenshots(own_database, store)
     new = await job_with_screenshots(own_database, store)
     async with own_database.session() as session:
@@ -273,3 +273,24 @@ async def test_the_worker_s_timer_prunes_past_retention_and_anchors(
     ]
     report = await verify_deployment(own_database, settings)
     assert report.ok and report.anchors == 1, report.problems
+
+
+async def test_a_screenshot_altered_in_the_database_store_is_named(
+    own_database: Database, tmp_path: Path
+) -> None:
+    """With USHER_EVIDENCE_STORE=database, a blob rewritten in its row is named like a file."""
+    settings = settings_in(tmp_path).model_copy(update={"evidence_store": "database"})
+    store = evidence_store(settings, own_database)
+    job = await job_with_screenshots(own_database, store)
+    assert not list(settings.evidence_dir.iterdir())
+    async with own_database.session() as session:
+        shot = (await session.exec(select(Evidence).where(Evidence.job_id == job.id))).first()
+        assert shot is not None
+        await session.exec(
+            update(EvidenceBlob).where(EvidenceBlob.key == shot.key).values(data=b"edited")
+        )
+        await session.commit()
+    report = await verify_deployment(own_database, settings)
+    assert report.problems == [
+        f"screenshot {shot.key} (job {job.id}) altered: its SHA-256 is not the one recorded"
+    ]
