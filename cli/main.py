@@ -25,6 +25,8 @@ from engine.apps.integrations import (
     set_ownership,
     set_secret,
 )
+from engine.apps.webhooks import render_webhook, set_webhook
+from engine.constants import WEBHOOK_REPLAY_WINDOW_S
 from engine.jobs.breaker import resume
 from engine.jobs.groups import map_group, unmap_group
 from engine.jobs.preview import plan_integration, render_plan
@@ -294,7 +296,33 @@ def integrations_show(
             lambda s: describe_integration(s, settings, vault_of(settings), integration_id),
         )
     )
-    typer.echo(view.model_dump_json(indent=2) if as_json else render_integration(view))
+    if as_json:
+        typer.echo(view.model_dump_json(indent=2))
+        return
+    webhook = run(lambda: in_session(settings, lambda s: render_webhook(s, integration_id)))
+    typer.echo("\n".join([render_integration(view), *webhook]))
+
+
+@integrations.command("set-webhook")
+def integrations_set_webhook(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    url: Annotated[str, typer.Argument(help="Where to POST alerts (http or https).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Send this integration's alerts to a URL, signed with a new secret shown only once."""
+    settings = settings_for(data_dir)
+    secret = run(
+        lambda: in_session(
+            settings,
+            lambda s: set_webhook(s, vault_of(settings), integration_id, url, actor=CLI_ACTOR),
+        )
+    )
+    typer.echo(f"webhook  {url}")
+    typer.echo(f"secret   {secret}")
+    typer.echo(
+        "(shown once: verify X-Usher-Signature, the HMAC-SHA256 of `{X-Usher-Timestamp}.{body}`"
+        f" under it, and refuse a timestamp over {WEBHOOK_REPLAY_WINDOW_S} s away)"
+    )
 
 
 @integrations.command("map-group")

@@ -160,3 +160,23 @@ PRUNE_BATCHES_PER_PASS: Final = 5
 """Batches one timed retention pass prunes at most; a backlog goes over several passes."""
 EXPORT_MAX_JOBS: Final = 1000
 """The most jobs one evidence export holds; a wider selection is refused, to be narrowed."""
+WEBHOOK_SECRET_PREFIX: Final = "usher_whsec_"
+WEBHOOK_SECRET_BYTES: Final = 32
+WEBHOOK_SIGNATURE_HEADER: Final = "X-Usher-Signature"
+"""`sha256=` and the hex HMAC-SHA256 of `{timestamp}.{body}` under the webhook's secret."""
+WEBHOOK_TIMESTAMP_HEADER: Final = "X-Usher-Timestamp"
+"""Unix seconds when the delivery was signed; receivers refuse one outside the replay window."""
+WEBHOOK_DELIVERY_HEADER: Final = "X-Usher-Delivery"
+"""The delivery's id, the same on every retry: receivers drop one they have seen."""
+WEBHOOK_REPLAY_WINDOW_S: Final = 300
+"""How far a receiver should let a delivery's timestamp lie from its own clock."""
+WEBHOOK_TIMEOUT_S: Final = 5.0
+"""How long one delivery waits for the receiver's answer."""
+WEBHOOK_BACKOFF_S: Final = (5.0, 30.0, 120.0, 600.0, 1800.0)
+"""The wait after each failed delivery; after the last, the delivery is given up as failed."""
+WEBHOOK_CLAIM_S: Final = 30.0
+"""A worker sending a delivery holds it this long, so another worker's pass skips it."""
+WEBHOOK_BATCH: Final = 50
+"""Deliveries one maintenance pass sends at most."""
+WEBHOOK_LIST_LIMIT: Final = 10
+"""The latest deliveries `usher integrations show` lists."""

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 
 from engine.automation.errors import FlowFailed
 from engine.constants import AUDIT_SYSTEM_ACTOR
-from engine.jobs import state
+from engine.jobs import alerts, state
 from engine.storage import audit
 from engine.storage.db import Database
 from engine.storage.models import Integration, Job, utcnow
@@ -101,6 +101,12 @@ class Breaker:
                     job_id=self.job_id,
                     target=self.integration_id,
                     detail={"reason": detail},
+                )
+                await alerts.queue_alert(
+                    session,
+                    self.integration_id,
+                    alerts.BROKEN,
+                    {"reason": detail, "job_id": self.job_id},
                 )
             await session.commit()
 

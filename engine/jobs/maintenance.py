@@ -1,5 +1,6 @@
 """Each worker's maintenance, on its own timer beside the job slots: relay, sweep, probes,
-and the audit pass (anchor the chain's head outside the database, prune old evidence).
+the audit pass (anchor the chain's head outside the database, prune old evidence) and the
+alerts (send the due webhook deliveries).
 
 A job slot may be busy for minutes; none of this may wait behind it, or a dead worker's
 jobs come back late and identities left behind stay behind. A failed pass (Redis or the
@@ -13,6 +14,7 @@ import time
 from collections.abc import Awaitable
 
 from engine.constants import PRUNE_BATCHES_PER_PASS, SWEEP_BATCH
+from engine.jobs.alerts import deliver_due
 from engine.jobs.probe import probe_due
 from engine.jobs.relay import relay
 from engine.jobs.runner import JobServices
@@ -61,17 +63,24 @@ async def audit_once(services: JobServices) -> None:
     await anchor_head(services.db, settings)
 
 
+async def alerts_once(services: JobServices) -> int:
+    """Send the due webhook deliveries with the worker's services."""
+    return await deliver_due(services.db, services.vault, services.settings)
+
+
 async def maintain(services: JobServices) -> None:
     """Relay every `relay_every_s`, sweep every `sweep_every_s`, probe cooled breakers,
-    anchor and prune every `audit_every_s`.
+    anchor and prune every `audit_every_s`, send due alerts.
 
-    A probe signs in with a browser and takes seconds, so it runs as its own task and the
-    relay stays on time; a new probe pass starts only when the last one ended.
+    A probe signs in with a browser and an alert waits on its receiver, for seconds, so
+    each runs as its own task and the relay stays on time; a new pass of either starts only
+    when its last one ended.
     """
     settings = services.settings
     next_sweep = time.monotonic() + settings.sweep_every_s
     next_audit = time.monotonic()
     probing: asyncio.Task[None] | None = None
+    alerting: asyncio.Task[None] | None = None
     try:
         while True:
             await _guarded("relay", relay_once(services))
@@ -83,9 +92,12 @@ async def maintain(services: JobServices) -> None:
                 next_audit = time.monotonic() + settings.audit_every_s
             if probing is None or probing.done():
                 probing = asyncio.create_task(_guarded("probe", probe_due(services)))
+            if alerting is None or alerting.done():
+                alerting = asyncio.create_task(_guarded("alerts", alerts_once(services)))
             await asyncio.sleep(settings.relay_every_s)
     finally:
-        if probing is not None:
-            probing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probing
+        for task in (probing, alerting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -25,6 +25,7 @@ from engine.constants import (
     RETRY_BACKOFF_S,
     RETRY_JITTER,
 )
+from engine.jobs import alerts
 from engine.storage import audit
 from engine.storage.db import Database
 from engine.storage.models import Identity, Job, JobStatus, Lane, utcnow
@@ -334,6 +335,7 @@ async def finish(db: Database, lease: Lease, status: str, error: str | None) -> 
                 error=error,
                 evidence=await audit.evidence_digest(session, lease.job_id),
             )
+            await alerts.queue_job_alert(session, lease.job_id, status, error)
         await session.commit()
         if result.rowcount == 1:
             return status
@@ -582,6 +584,7 @@ async def reclaim(db: Database, job_id: str, *, max_attempts: int) -> str | None
                 error=values["error"],
                 evidence=await audit.evidence_digest(session, job_id),
             )
+            await alerts.queue_job_alert(session, job_id, values["status"], values["error"])
         await session.commit()
         return values["status"] if moved == 1 else None
 

@@ -386,6 +386,46 @@ class EvidenceBlob(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class IntegrationWebhook(SQLModel, table=True):
+    """Where an integration's alerts go: a URL and the secret that signs each delivery."""
+
+    __tablename__ = "integration_webhook"
+    integration_id: str = Field(foreign_key="integration.id", primary_key=True, max_length=32)
+    url: str = Field(max_length=2000)
+    secret_ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DeliveryStatus(StrEnum):
+    """Where one alert's delivery stands."""
+
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One alert to one integration's webhook: queued with what caused it, sent by a worker."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "status", "next_at"),
+        Index("ix_webhook_delivery_listing", "integration_id", "created_at"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", max_length=32)
+    event: str = Field(max_length=100)
+    job_id: str | None = Field(default=None, max_length=32)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=DeliveryStatus.pending, max_length=16)
+    attempts: int = 0
+    next_at: datetime = Field(default_factory=utcnow)
+    last_code: int | None = Field(default=None, description="The receiver's last HTTP status.")
+    last_error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None
+
+
 class Role(StrEnum):
     """What an operator may do: a viewer reads everything and changes nothing."""
 

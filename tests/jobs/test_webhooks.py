@@ -1,0 +1,222 @@
+"""Alerts on SQLite and PostgreSQL: signed webhooks a local receiver checks, retried.
+
+The receiver is a real HTTP server on a free port that verifies each delivery as a
+customer's would (HMAC-SHA256 over `{timestamp}.{body}`, the replay window) and fails the
+first delivery it gets.
+"""
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from engine.apps.webhooks import recent_deliveries, set_webhook
+from engine.automation.errors import FlowFailed
+from engine.constants import WEBHOOK_BACKOFF_S, WEBHOOK_REPLAY_WINDOW_S
+from engine.jobs import alerts, state
+from engine.jobs.breaker import Breaker
+from engine.settings import Settings
+from engine.storage import anchors
+from engine.storage.db import Database
+from engine.storage.models import DeliveryStatus, JobStatus, WebhookDelivery, utcnow
+from engine.storage.vault import Vault
+from tests.databases import run_apart
+from tests.harness import free_port
+from tests.jobs.support import new_identity, running_job
+
+
+class Receiver(ThreadingHTTPServer):
+    """A customer's endpoint: checks every signature, answers 500 to the first `fail` posts."""
+
+    def __init__(self, port: int, fail: int) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.secret = ""
+        self.fail = fail
+        self.received: list[dict] = []
+        self.refused: list[str] = []
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Verify one delivery's signature and timestamp, then answer as told."""
+
+    server: Receiver
+
+    def do_POST(self) -> None:
+        """Check the signature over `{timestamp}.{body}`, then record or refuse it."""
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        stamp = self.headers["X-Usher-Timestamp"]
+        message = f"{stamp}.".encode() + body
+        expected = hmac.new(self.server.secret.encode(), message, hashlib.sha256).hexdigest()
+        signature = self.headers["X-Usher-Signature"]
+        if not hmac.compare_digest(signature, f"sha256={expected}"):
+            self.server.refused.append("bad signature")
+            self._answer(401)
+            return
+        if abs(time.time() - int(stamp)) > WEBHOOK_REPLAY_WINDOW_S:
+            self.server.refused.append("outside the replay window")
+            self._answer(401)
+            return
+        delivery = {"id": self.headers["X-Usher-Delivery"], "body": json.loads(body)}
+        self.server.received.append(delivery)
+        failing = self.server.fail > 0
+        self.server.fail -= 1
+        self._answer(500 if failing else 204)
+
+    def _answer(self, code: int) -> None:
+        """Send a bodiless answer."""
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        """Keep the test's output quiet."""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """Run a receiver that fails its first delivery, on a free port, for one test."""
+    server = Receiver(free_port(), fail=1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def settings_in(tmp_path: Path) -> Settings:
+    """Return Settings with the test's own data dir (the vault key and the anchor file)."""
+    settings = Settings(data_dir=tmp_path / "var")
+    settings.ensure_data_dir()
+    return settings
+
+
+async def deliveries(database: Database, integration_id: str) -> list[WebhookDelivery]:
+    """Return an integration's deliveries, newest first."""
+    async with database.session() as session:
+        return list(await recent_deliveries(session, integration_id))
+
+
+async def test_a_failed_job_reaches_the_receiver_signed_and_is_retried(
+    database: Database, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The job fails without waiting on anyone; the worker's pass sends a signed alert the
+    receiver refuses with 500; the next pass, after the back-off, is received and recorded."""
+    settings = settings_in(tmp_path)
+    vault = Vault.from_path(settings.vault_key_path)
+    identity = await new_identity(database)
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/usher"
+    async with database.session() as session:
+        receiver.secret = await set_webhook(
+            session, vault, identity.integration_id, url, actor="alice"
+        )
+    claimed = await running_job(database, identity, worker="w-alerts")
+    assert claimed.lease is not None and claimed.job is not None
+    await state.finish(database, claimed.lease, JobStatus.failed, "the app said no")
+    [queued] = await deliveries(database, identity.integration_id)
+    assert queued.status == DeliveryStatus.pending and queued.event == "job.failed"
+    assert receiver.received == []
+
+    assert await alerts.deliver_due(database, vault, settings) == 0
+    [first] = receiver.received
+    assert receiver.refused == []
+    [tried] = await deliveries(database, identity.integration_id)
+    assert (tried.status, tried.attempts, tried.last_code) == (DeliveryStatus.pending, 1, 500)
+    assert tried.next_at >= utcnow() + timedelta(seconds=WEBHOOK_BACKOFF_S[0] * 0.5)
+    assert await alerts.deliver_due(database, vault, settings) == 0
+    assert len(receiver.received) == 1
+
+    later = tried.next_at + timedelta(seconds=1)
+    assert await alerts.deliver_due(database, vault, settings, now=later) == 1
+    assert len(receiver.received) == 2
+    second = receiver.received[1]
+    assert first["id"] == second["id"] == tried.id
+    body = second["body"]
+    assert body["event"] == "job.failed" and body["integration_id"] == identity.integration_id
+    assert body["job"] == {
+        "id": claimed.job.id,
+        "status": "failed",
+        "attempt": 1,
+        "error": "the app said no",
+        "identity": identity.user_name,
+    }
+    anchor = anchors.parse(body["audit_anchor"])
+    assert anchors.genuine(anchors.audit_key(settings), anchor)
+    [done] = await deliveries(database, identity.integration_id)
+    assert (done.status, done.attempts, done.last_code) == (DeliveryStatus.delivered, 2, 204)
+
+
+async def test_only_jobs_that_need_a_person_and_a_broken_integration_alert(
+    database: Database, tmp_path: Path
+) -> None:
+    """A success alerts nobody, a blocked job and an opened breaker do; an integration with
+    no webhook queues nothing."""
+    settings = settings_in(tmp_path)
+    vault = Vault.from_path(settings.vault_key_path)
+    silent = await new_identity(database)
+    nobody = await running_job(database, silent)
+    assert nobody.lease is not None
+    await state.finish(database, nobody.lease, JobStatus.blocked, "no webhook here")
+    assert await deliveries(database, silent.integration_id) == []
+
+    identity = await new_identity(database)
+    async with database.session() as session:
+        await set_webhook(session, vault, identity.integration_id, "http://127.0.0.1:9/", actor="t")
+    ok = await running_job(database, identity)
+    assert ok.lease is not None
+    await state.finish(database, ok.lease, JobStatus.succeeded, None)
+    assert await deliveries(database, identity.integration_id) == []
+    parked = await running_job(database, identity)
+    assert parked.lease is not None
+    await state.finish(database, parked.lease, JobStatus.blocked, "no such role")
+    breaker = Breaker(database, identity.integration_id, threshold=1)
+    await breaker.refused(FlowFailed("the password was refused"))
+    events = [d.event for d in await deliveries(database, identity.integration_id)]
+    assert sorted(events) == ["integration.broken", "job.blocked"]
+
+
+def test_set_webhook_shows_the_secret_once_and_show_lists_deliveries(tmp_path: Path) -> None:
+    """`usher integrations set-webhook` prints the secret; `show` lists each delivery."""
+    settings = settings_in(tmp_path)
+
+    async def one_alert() -> str:
+        """Queue one alert for a fresh integration in the data dir's own database."""
+        database = Database.from_settings(settings)
+        await database.migrate()
+        try:
+            identity = await new_identity(database)
+            async with database.session() as session:
+                await set_webhook(
+                    session,
+                    Vault.from_path(settings.vault_key_path),
+                    identity.integration_id,
+                    "http://127.0.0.1:9/",
+                    actor="t",
+                )
+            claimed = await running_job(database, identity)
+            assert claimed.lease is not None
+            await state.finish(database, claimed.lease, JobStatus.action_required, "CAPTCHA")
+            return identity.integration_id
+        finally:
+            await database.dispose()
+
+    integration_id = run_apart(one_alert)
+    runner = CliRunner()
+    data_dir = ["--data-dir", str(settings.data_dir)]
+    url = "https://alerts.example.com/usher"
+    result = runner.invoke(app, ["integrations", "set-webhook", integration_id, url, *data_dir])
+    assert result.exit_code == 0, result.output
+    assert "secret   usher_whsec_" in result.output
+    shown = runner.invoke(app, ["integrations", "show", integration_id, *data_dir])
+    assert shown.exit_code == 0, shown.output
+    assert f"webhook      {url}" in shown.output
+    assert "job.action_required" in shown.output and "pending" in shown.output
+    assert "usher_whsec_" not in shown.output
