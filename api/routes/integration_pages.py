@@ -70,7 +70,7 @@ async def rotate_token_page(
 ) -> HTMLResponse:
     """Replace the SCIM token and show the new one, this once."""
     try:
-        token = await rotate_scim_token(session, integration_id)
+        token = await rotate_scim_token(session, integration_id, actor=admin.name)
         view = await describe_integration(
             session, settings, Vault.from_path(settings.vault_key_path), integration_id
         )

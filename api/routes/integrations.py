@@ -44,11 +44,11 @@ class ResumeOut(BaseModel):
 
 @router.post("/{integration_id}/resume", response_model=ResumeOut)
 async def resume_integration(
-    integration_id: str, db: DbDep, queue: QueueDep, _operator: AdminOperator
+    integration_id: str, db: DbDep, queue: QueueDep, operator: AdminOperator
 ) -> ResumeOut:
     """Close the sign-in breaker after fixing a secret, and deliver the jobs that waited."""
     try:
-        released = await resume(db, integration_id)
+        released = await resume(db, integration_id, actor=operator.name)
     except JobNotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     await queue.enqueue_all(released)

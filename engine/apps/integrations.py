@@ -74,7 +74,7 @@ async def get_integration(session: AsyncSession, integration_id: str) -> Integra
     return integration
 
 
-async def rotate_token(session: AsyncSession, integration_id: str) -> str:
+async def rotate_token(session: AsyncSession, integration_id: str, *, actor: str = "cli") -> str:
     """Replace an integration's SCIM token; the old one stops working at once."""
     integration = await get_integration(session, integration_id)
     token = new_token(TOKEN_PREFIX_SCIM)
@@ -82,7 +82,7 @@ async def rotate_token(session: AsyncSession, integration_id: str) -> str:
     integration.updated_at = utcnow()
     session.add(integration)
     session.add(
-        AuditEvent(actor="cli", event="integration.token_rotated", integration_id=integration.id)
+        AuditEvent(actor=actor, event="integration.token_rotated", integration_id=integration.id)
     )
     await session.commit()
     return token

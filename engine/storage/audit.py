@@ -91,21 +91,26 @@ def _hold_back(session: Session, _context: Any, _instances: Any) -> None:
 
 
 def _chain(session: Session) -> None:
-    """Number and hash the transaction's events after the head, under the chain's lock."""
+    """Number and hash the transaction's events after the head, under the chain's lock.
+
+    Nothing autoflushes meanwhile: an early flush would stash the events being chained.
+    """
     if session.in_nested_transaction():
         return
-    pending = session.info.pop(STASH, []) + _unchained(session)
-    if not pending:
-        return
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
-    found = session.execute(
-        select(AuditEvent.seq, AuditEvent.sha256)
-        .where(col(AuditEvent.seq).is_not(None))
-        .order_by(col(AuditEvent.seq).desc())
-        .limit(1)
-    ).first()
+    with session.no_autoflush:
+        pending = session.info.pop(STASH, []) + _unchained(session)
+        pending = [item for item in pending if item.seq is None]
+        if not pending:
+            return
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+        found = session.execute(
+            select(AuditEvent.seq, AuditEvent.sha256)
+            .where(col(AuditEvent.seq).is_not(None))
+            .order_by(col(AuditEvent.seq).desc())
+            .limit(1)
+        ).first()
     seq, prev = (found[0], found[1]) if found is not None else (0, AUDIT_GENESIS)
     for item in pending:
         seq += 1

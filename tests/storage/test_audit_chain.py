@@ -2,14 +2,20 @@
 
 import asyncio
 import itertools
+import json
+import uuid
 
+import httpx
 from sqlmodel import col, select
 
 from engine.jobs import state
 from engine.storage import audit
 from engine.storage.db import Database
 from engine.storage.models import AuditEvent, JobStatus
+from tests.databases import run_apart
+from tests.harness import Usher
 from tests.jobs.support import new_identity, pending_job, running_job
+from tests.operators import usher_cli
 
 CONCURRENT_WRITERS = 12
 
@@ -105,3 +111,73 @@ async def test_an_event_flushed_early_is_chained_at_commit_and_a_rollback_leaves
     assert "test.rolled_back" not in names
     assert names[-2:] == ["test.flushed", "test.in_savepoint"]
     assert first.seq == events[-2].seq
+
+
+async def test_one_session_committing_again_and_again_never_renumbers_an_event(
+    database: Database,
+) -> None:
+    """A session that commits several times (the CLI's, the harness's) chains each event
+    once: its number and hash never change after its commit."""
+    async with database.session() as session:
+        first = audit.record(session, actor="dave", event_name="test.first")
+        await session.commit()
+        kept = (first.seq, first.sha256)
+        second = audit.record(session, actor="dave", event_name="test.second")
+        await session.commit()
+        third = audit.record(session, actor="dave", event_name="test.third")
+        await session.commit()
+    assert (first.seq, first.sha256) == kept
+    assert [second.seq, third.seq] == [kept[0] + 1, kept[0] + 2]
+    events = await chain(database)
+    assert [(e.event, e.seq) for e in events[-3:]] == [
+        ("test.first", kept[0]),
+        ("test.second", kept[0] + 1),
+        ("test.third", kept[0] + 2),
+    ]
+    assert_linked(events)
+
+
+def test_an_api_change_names_its_operator_and_the_served_chain_verifies(usher: Usher) -> None:
+    """Through the real serve: a token's resume is in the chain under the token's name, and
+    `usher evidence verify` finds the chain the session's processes wrote intact (other
+    tests plant evidence rows on purpose, tests/api/test_evidence.py, which verify names)."""
+    name = f"auditor-{uuid.uuid4().hex[:6]}"
+    bearer = usher_cli(usher, "tokens", "create", "--name", name).output.strip()
+    created = usher_cli(
+        usher,
+        "integrations",
+        "create",
+        "--app",
+        "acme",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--json",
+    )
+    integration_id = json.loads(created.output)["id"]
+    with httpx.Client(base_url=usher.api) as client:
+        resumed = client.post(
+            f"/api/integrations/{integration_id}/resume",
+            headers={"Authorization": f"Bearer {bearer}"},
+        )
+    assert resumed.status_code == 200, resumed.text
+
+    async def events() -> list[AuditEvent]:
+        """Read the served database's chain."""
+        database = Database(usher.database_url)
+        try:
+            return await chain(database)
+        finally:
+            await database.dispose()
+
+    served = run_apart(events)
+    assert_linked(served)
+    mine = [(e.event, e.actor) for e in served if e.integration_id == integration_id]
+    assert mine == [("integration.created", "cli"), ("integration.resumed", f"token:{name}")]
+    verified = usher_cli(usher, "evidence", "verify")
+    chain_problems = [
+        line
+        for line in verified.output.splitlines()
+        if line.startswith("ALTERED:") and ("event" in line or "anchor" in line)
+    ]
+    assert chain_problems == [], verified.output
+    assert verified.exit_code == 0 or "ALTERED: screenshot" in verified.output
