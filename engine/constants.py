@@ -180,3 +180,5 @@ WEBHOOK_BATCH: Final = 50
 """Deliveries one maintenance pass sends at most."""
 WEBHOOK_LIST_LIMIT: Final = 10
 """The latest deliveries `usher integrations show` lists."""
+ANCHOR_TAIL_BYTES: Final = 4096
+"""The end of the anchor file read to find its newest line; a line is a few hundred bytes."""

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.constants import AUDIT_ANCHOR_CONTEXT, AUDIT_KEY_BYTES
+from engine.constants import ANCHOR_TAIL_BYTES, AUDIT_ANCHOR_CONTEXT, AUDIT_KEY_BYTES
 from engine.settings import Settings
 from engine.storage import audit
 from engine.storage.db import Database
@@ -137,7 +137,23 @@ async def anchor_head(db: Database, settings: Settings) -> Anchor | None:
     if head is None:
         return None
     anchor = sign(audit_key(settings), head)
-    known, _ = read(settings.anchors_path)
-    if not known or (known[-1].seq, known[-1].sha256) != (head.seq, head.sha256):
+    newest = last(settings.anchors_path)
+    if newest is None or (newest.seq, newest.sha256) != (head.seq, head.sha256):
         append(settings.anchors_path, anchor)
     return anchor
+
+
+def last(path: Path) -> Anchor | None:
+    """Return the newest anchor of a file, reading only its tail: the file only grows."""
+    if not path.exists():
+        return None
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - ANCHOR_TAIL_BYTES))
+        lines = handle.read().decode(errors="replace").splitlines()
+    for line in reversed(lines):
+        try:
+            return parse(json.loads(line))
+        except ValueError:
+            continue
+    return None
