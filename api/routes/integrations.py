@@ -13,6 +13,7 @@ from engine.apps.integrations import (
 )
 from engine.apps.mappings import MappingError
 from engine.apps.template import AppError
+from engine.apps.webhooks import WebhookView, describe_webhook
 from engine.jobs.breaker import resume
 from engine.jobs.groups import map_group, mappings_of, unmap_group
 from engine.jobs.preview import IntegrationPlan, plan_integration
@@ -30,6 +31,17 @@ async def get_integration(
     vault = Vault.from_path(settings.vault_key_path)
     try:
         return await describe_integration(session, settings, vault, integration_id)
+    except IntegrationError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+
+
+@router.get("/{integration_id}/webhook", response_model=WebhookView)
+async def get_webhook(
+    integration_id: str, _operator: CurrentOperator, session: SessionDep
+) -> WebhookView:
+    """Where the integration's alerts go and their latest deliveries; never the secret."""
+    try:
+        return await describe_webhook(session, integration_id)
     except IntegrationError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
 

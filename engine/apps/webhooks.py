@@ -2,7 +2,9 @@
 
 import secrets
 from collections.abc import Sequence
+from datetime import datetime
 
+from pydantic import BaseModel
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -57,6 +59,38 @@ async def recent_deliveries(
         .limit(limit)
     )
     return (await session.exec(query)).all()
+
+
+class DeliveryView(BaseModel):
+    """One alert delivery as operators see it: what was sent, when, and the last answer."""
+
+    id: str
+    event: str
+    job_id: str | None
+    status: str
+    attempts: int
+    last_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class WebhookView(BaseModel):
+    """Where an integration's alerts go (None: nowhere) and its latest deliveries."""
+
+    url: str | None
+    deliveries: list[DeliveryView]
+
+
+async def describe_webhook(session: AsyncSession, integration_id: str) -> WebhookView:
+    """Describe an integration's webhook and its latest deliveries, never the secret."""
+    integration = await get_integration(session, integration_id)
+    hook = await session.get(IntegrationWebhook, integration.id)
+    deliveries = await recent_deliveries(session, integration.id)
+    return WebhookView(
+        url=hook.url if hook else None,
+        deliveries=[DeliveryView.model_validate(d, from_attributes=True) for d in deliveries],
+    )
 
 
 async def render_webhook(session: AsyncSession, integration_id: str) -> list[str]:

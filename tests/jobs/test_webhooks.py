@@ -15,6 +15,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -30,8 +31,9 @@ from engine.storage.db import Database
 from engine.storage.models import DeliveryStatus, JobStatus, WebhookDelivery, utcnow
 from engine.storage.vault import Vault
 from tests.databases import run_apart
-from tests.harness import free_port
+from tests.harness import Usher, free_port, wait_for
 from tests.jobs.support import new_identity, running_job
+from tests.operators import usher_cli
 
 
 class Receiver(ThreadingHTTPServer):
@@ -220,3 +222,48 @@ def test_set_webhook_shows_the_secret_once_and_show_lists_deliveries(tmp_path: P
     assert f"webhook      {url}" in shown.output
     assert "job.action_required" in shown.output and "pending" in shown.output
     assert "usher_whsec_" not in shown.output
+
+
+def test_the_served_worker_delivers_and_the_api_lists_the_deliveries(
+    usher: Usher, receiver: Receiver
+) -> None:
+    """Through the real worker: a queued alert reaches the receiver, is retried after its
+    first 500, and GET /api/integrations/{id}/webhook shows it delivered, never the secret."""
+    bearer = usher_cli(usher, "tokens", "create", "--name", "alerts", "--role", "viewer")
+    token = {"Authorization": f"Bearer {bearer.output.strip()}"}
+    created = usher_cli(
+        usher, "integrations", "create", "--app", "acme", "--base-url", "http://127.0.0.1:9"
+    )
+    integration_id = created.output.split()[1]
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/served"
+    hooked = usher_cli(usher, "integrations", "set-webhook", integration_id, url)
+    receiver.secret = hooked.output.split("secret   ")[1].split()[0]
+
+    async def alert() -> None:
+        """Queue one alert in the served database, as a job's failure would."""
+        database = Database(usher.database_url)
+        try:
+            async with database.session() as session:
+                await alerts.queue_alert(session, integration_id, "job.failed", {"job": None})
+                await session.commit()
+        finally:
+            await database.dispose()
+
+    run_apart(alert)
+    with httpx.Client(base_url=usher.api, headers=token) as client:
+
+        def delivered() -> bool:
+            """Tell whether the API lists the delivery as delivered."""
+            view = client.get(f"/api/integrations/{integration_id}/webhook").json()
+            return bool(view["deliveries"]) and view["deliveries"][0]["status"] == "delivered"
+
+        wait_for(delivered, 60, "the worker to deliver the alert after one retry")
+        view = client.get(f"/api/integrations/{integration_id}/webhook")
+        missing = client.get("/api/integrations/no-such-integration/webhook")
+    assert missing.status_code == 404
+    body = view.json()
+    assert body["url"] == url and receiver.secret not in view.text
+    [delivery] = body["deliveries"]
+    assert (delivery["attempts"], delivery["last_code"]) == (2, 204)
+    assert [r["id"] for r in receiver.received] == [delivery["id"]] * 2
+    assert receiver.refused == []
