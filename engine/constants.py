@@ -106,9 +106,10 @@ CSRF_HEADER: Final = "X-CSRF-Token"
 SIGNIN_WINDOW_S: Final = 300
 """The window over which sign-in attempts are counted, per user and per address."""
 SIGNIN_MAX_PER_USER: Final = 5
-"""Failed or not, sign-in attempts one username may make in a window."""
+"""Failed sign-in attempts one username may make in a window; then even the right password
+waits."""
 SIGNIN_MAX_PER_ADDRESS: Final = 20
-"""Sign-in attempts one client address may make in a window, whatever the username."""
+"""Failed sign-in attempts one client address may make in a window, whatever the username."""
 SIGNIN_PREFIX: Final = f"{REDIS_PREFIX}signin:"
 PASSWORD_MIN_LENGTH: Final = 12
 JOB_EVENTS_PREFIX: Final = f"{REDIS_PREFIX}job-events:"

@@ -27,7 +27,7 @@ def _login_page(
         None,
         csrf=sessions.csrf_token(nonce),
         next=next_path,
-        **context,  # type: ignore[arg-type]
+        **context,
     )
     response.set_cookie(
         LOGIN_COOKIE, cookie, httponly=True, samesite="strict", secure=secure, path="/login"

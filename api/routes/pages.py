@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import quote
 
@@ -20,6 +20,7 @@ from api.deps import (
 )
 from api.pages import render
 from api.routes.jobs import JobOut, job_out
+from engine.apps.template import ACTIONS
 from engine.constants import SSE_HEARTBEAT_S
 from engine.jobs import events
 from engine.jobs.activity import ActivityFilter, list_activity
@@ -36,27 +37,24 @@ from engine.jobs.views import cancel_job, job_record, retry_job, unblock_identit
 from engine.storage.models import ActionStatus, Identity, Integration, JobStatus
 
 router = APIRouter(include_in_schema=False)
-ACTIONS = (
-    "create_user",
-    "update_user",
-    "grant_entitlement",
-    "revoke_entitlement",
-    "set_role",
-    "deactivate_user",
-    "reactivate_user",
-    "delete_user",
-)
-"""The action names the Activity can be filtered by."""
+JOB_ACTIONS = tuple(a for a in ACTIONS if a not in ("login", "list_users"))
+"""The actions a job runs, which the Activity can be filtered by."""
 
 
-def _when(value: str | None) -> datetime | None:
-    """Read a date or date-time from a filter field; an empty or unreadable one is no filter."""
+def _when(value: str | None, *, end_of_day: bool = False) -> datetime | None:
+    """Read a date or UTC date-time from a filter field; an unreadable one is no filter.
+
+    A date alone means its whole day: `until` a date includes that day.
+    """
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value)
+        when = datetime.fromisoformat(value)
     except ValueError:
         return None
+    if end_of_day and len(value) == len("YYYY-MM-DD"):
+        when += timedelta(days=1)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 async def _activity(
@@ -78,7 +76,7 @@ async def _activity(
         action=action or None,
         user=user or None,
         since=_when(since),
-        until=_when(until),
+        until=_when(until, end_of_day=True),
     )
     page = await list_activity(session, wanted, cursor=after)
     filters = {"state": state, "action": action, "user": user, "since": since, "until": until}
@@ -90,7 +88,7 @@ async def _activity(
         integration=integration,
         filters={k: v or "" for k, v in filters.items()},
         states=list(JobStatus),
-        actions=ACTIONS,
+        actions=JOB_ACTIONS,
     )
 
 

@@ -1,4 +1,6 @@
-"""Sign-in: attempts counted per username and per address in Redis, then the password."""
+"""Sign-in: failed attempts counted per username and per address in Redis, then the password."""
+
+import contextlib
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -40,13 +42,20 @@ async def sign_in(
 ) -> Operator:
     """Return the operator these credentials sign in, counting the attempt first.
 
-    Attempts are counted whether they succeed or not, so a guesser cannot learn a password
-    faster than SIGNIN_MAX_PER_USER per SIGNIN_WINDOW_S. Redis down refuses sign-in (the
-    count could not be kept); the CLI still works.
+    Each attempt is counted against its username and its address before the password is
+    checked, and given back when it succeeds: failures alone add up, so an office behind
+    one address or an operator with several browsers is never locked out by signing in,
+    while a guesser gets at most SIGNIN_MAX_PER_USER tries per username and
+    SIGNIN_MAX_PER_ADDRESS per address in SIGNIN_WINDOW_S, however many run at once.
+    Redis down refuses sign-in (the count could not be kept); the CLI still works.
     """
+    keys = (
+        f"{SIGNIN_PREFIX}user:{username_key(username)}",
+        f"{SIGNIN_PREFIX}address:{address}",
+    )
     try:
-        by_user = await _count(redis, f"{SIGNIN_PREFIX}user:{username_key(username)}")
-        by_address = await _count(redis, f"{SIGNIN_PREFIX}address:{address}")
+        by_user = await _count(redis, keys[0])
+        by_address = await _count(redis, keys[1])
     except (RedisError, OSError) as error:
         raise SignInUnavailable("sign-in is unavailable for a moment; try again") from error
     if by_user > SIGNIN_MAX_PER_USER or by_address > SIGNIN_MAX_PER_ADDRESS:
@@ -55,4 +64,7 @@ async def sign_in(
     operator = await check_password(session, username, password)
     if operator is None:
         raise SignInRefused("wrong username or password")
+    with contextlib.suppress(RedisError, OSError):
+        await redis.decr(keys[0])
+        await redis.decr(keys[1])
     return operator

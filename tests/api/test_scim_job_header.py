@@ -23,11 +23,13 @@ async def test_a_scim_write_names_its_job_and_the_cli_follows_it(
 
     watched = usher_cli(usher, "jobs", "watch", job_id)
     assert watched.exit_code == 0, watched.output
-    lines = watched.output.splitlines()
+    lines = watched.stdout.splitlines()
     assert lines[0].startswith(f"job {job_id}: ")
     assert any("action create_user" in line for line in lines)
     assert any(line.strip().startswith("1.") and ".png" in line for line in lines)
-    assert lines[-1] == f"job {job_id}: succeeded, attempt 1"
+    assert [line for line in lines if line.startswith("job ")][-1] == (
+        f"job {job_id}: succeeded, attempt 1"
+    )
 
     shown = usher_cli(usher, "jobs", "show", job_id)
     assert shown.exit_code == 0 and "create_user: succeeded" in shown.output

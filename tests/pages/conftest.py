@@ -22,24 +22,24 @@ ARTIFACTS = ROOT / "var" / "test-artifacts" / "pages"
 VIEWPORT = {"width": 1280, "height": 800}
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture
 def playwright() -> Iterator[Playwright]:
-    """Run Playwright's sync API for this package only.
+    """Run Playwright's sync API for one test only.
 
-    It keeps an event loop running on the main thread while it lives; the async tests
-    of the other packages need that thread's loop free, so it stops when the pages do.
+    It keeps an event loop running on the main thread while it lives; the async fixtures
+    of the session (set up and torn down between tests) need that thread's loop free.
     """
     with sync_playwright() as started:
         yield started
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture
 def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
     """Return the browser type the pages are tested in (Chromium by default)."""
     return getattr(playwright, browser_name)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture
 def browser_type_launch_args(
     browser_type_launch_args: dict[str, Any], playwright: Playwright
 ) -> dict[str, Any]:
@@ -48,23 +48,23 @@ def browser_type_launch_args(
     return {**browser_type_launch_args, **({"executable_path": str(path)} if path else {})}
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def browser_context_args() -> dict[str, Any]:
     """Open each test's context at a fixed, laptop-sized viewport, for comparable artefacts."""
     return {"viewport": VIEWPORT}
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture
 def launch_browser(
     browser_type_launch_args: dict[str, Any], browser_type: BrowserType
 ) -> Callable[..., Browser]:
-    """Return how to launch the pages' browser, headless unless pytest is told otherwise."""
+    """Return how to launch the test's browser, headless unless pytest is told otherwise."""
     return lambda **kwargs: browser_type.launch(**{**browser_type_launch_args, **kwargs})
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture
 def browser(launch_browser: Callable[..., Browser]) -> Iterator[Browser]:
-    """Launch one browser for the package's tests; each test gets its own context."""
+    """Launch the test's browser; it closes with the test, before any async fixture runs."""
     launched = launch_browser()
     yield launched
     launched.close()

@@ -51,6 +51,14 @@ def test_the_activity_lists_filters_and_opens_jobs(
     page.get_by_role("button", name="Filter").click()
     expect(rows).to_have_text(["No job matches."])
 
+    today = utcnow().date()
+    page.goto(f"{usher.api}/integrations/{linked.id}/activity?since={today}&until={today}")
+    expect(rows).to_have_count(2)
+    page.goto(f"{usher.api}/integrations/{linked.id}/activity?until={today - timedelta(days=1)}")
+    expect(rows).to_have_text(["No job matches."])
+    page.goto(f"{usher.api}/integrations/{linked.id}/activity?action=create_user")
+    expect(rows).to_have_text(["No job matches."])
+
     page.goto(f"{usher.api}/activity?state=blocked")
     expect(page.locator(f'tr[data-job="{first}"]')).to_be_visible()
     shoot(page, "activity")

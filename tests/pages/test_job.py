@@ -59,6 +59,9 @@ def test_a_running_job_shows_its_steps_live_and_its_screenshots_full_size(
     assert len(navigations) == 1, "the page reloads once, when the job ends"
     expect(page.locator("li.step").first).to_be_visible()
     shoot(page, "job")
+    page.goto(f"{usher.api}/integrations/{linked.id}/activity?action=create_user")
+    expect(page.locator(f'tr[data-job="{job_id}"]')).to_contain_text("create_user")
+    page.go_back()
 
     thumbnail = page.locator("a.shot img").first
     width = thumbnail.evaluate("img => img.getBoundingClientRect().width")
