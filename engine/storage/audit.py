@@ -17,7 +17,7 @@ from sqlalchemy import event, text
 from sqlmodel import Session, col, select
 
 from engine.constants import AUDIT_GENESIS, AUDIT_LOCK_KEY
-from engine.storage.models import AuditEvent, Evidence
+from engine.storage.models import Action, AuditEvent, Evidence, Step
 
 STASH = "usher_audit_pending"
 """The session.info key of the events added but not chained yet."""
@@ -156,12 +156,45 @@ def digest_of(files: list[tuple[str, str]]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-async def evidence_digest(session: Any, job_id: str) -> dict[str, Any]:
-    """Return what a job's evidence is now, for the event that ends an attempt to carry.
+def steps_digest_of(steps: list[tuple[Any, ...]]) -> str:
+    """Return one SHA-256 over a job's steps, each as the tuple `step_rows` reads, any order."""
+    lines = sorted(json.dumps(list(row), default=str) for row in steps)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
-    `verify` compares it with the rows it finds, so a removed or replaced row shows.
+
+def step_rows(job_ids: list[str]) -> Any:
+    """Return the query of the steps of jobs: what a step says happened, and when."""
+    return (
+        select(
+            Action.job_id,
+            Step.started_at,
+            Step.id,
+            Action.attempt,
+            Action.name,
+            Step.position,
+            Step.name,
+            Step.kind,
+            Step.status,
+            Step.error,
+        )
+        .join(Action, col(Action.id) == col(Step.action_id))
+        .where(col(Action.job_id).in_(job_ids))
+    )
+
+
+async def evidence_digest(session: Any, job_id: str) -> dict[str, Any]:
+    """Return what a job's evidence and steps are now, for the event that ends an attempt.
+
+    `verify` compares it with the rows it finds, so a removed or replaced screenshot row,
+    or a step rewritten to say something else, shows.
     """
     rows = (
         await session.exec(select(Evidence.key, Evidence.sha256).where(Evidence.job_id == job_id))
     ).all()
-    return {"files": len(rows), "sha256": digest_of([(key, sha) for key, sha in rows])}
+    steps = [tuple(row[2:]) for row in (await session.exec(step_rows([job_id]))).all()]
+    return {
+        "files": len(rows),
+        "sha256": digest_of([(key, sha) for key, sha in rows]),
+        "steps": len(steps),
+        "steps_sha256": steps_digest_of(steps),
+    }

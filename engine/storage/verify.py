@@ -185,8 +185,11 @@ async def _check_files(
 
 
 async def _check_digests(db: Database, walk: _Walk, report: Report) -> None:
-    """Compare each job's evidence rows with the digest its last audited move recorded."""
-    jobs = [job for job in walk.digests if job not in walk.pruned]
+    """Compare each job's evidence rows and steps with what its last audited move recorded.
+
+    A pruned job's files are gone on purpose; its steps stay and are still compared.
+    """
+    jobs = list(walk.digests)
     for first in range(0, len(jobs), VERIFY_BATCH):
         chunk = jobs[first : first + VERIFY_BATCH]
         async with db.reader() as session:
@@ -197,17 +200,32 @@ async def _check_digests(db: Database, walk: _Walk, report: Report) -> None:
                     ).where(col(Evidence.job_id).in_(chunk))
                 )
             ).all()
+            steps = (await session.exec(audit.step_rows(chunk))).all()
         found: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for job_id, key, sha256, created_at in rows:
             if created_at <= walk.digests[job_id][1]:
                 found[job_id].append((key, sha256))
+        said: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for row in steps:
+            if row[1] <= walk.digests[row[0]][1]:
+                said[row[0]].append(tuple(row[2:]))
         for job_id in chunk:
             seq, _at, recorded = walk.digests[job_id]
             now = found.get(job_id, [])
-            if audit.digest_of(now) != recorded.get("sha256"):
+            if job_id not in walk.pruned and audit.digest_of(now) != recorded.get("sha256"):
                 report.problems.append(
                     f"job {job_id}: its evidence rows differ from what event {seq} recorded"
                     f" ({recorded.get('files')} files then, {len(now)} now): rows removed,"
+                    " added or rewritten"
+                )
+            told = said.get(job_id, [])
+            if (
+                "steps_sha256" in recorded
+                and audit.steps_digest_of(told) != recorded["steps_sha256"]
+            ):
+                report.problems.append(
+                    f"job {job_id}: its steps differ from what event {seq} recorded"
+                    f" ({recorded.get('steps')} steps then, {len(told)} now): a step removed,"
                     " added or rewritten"
                 )
 

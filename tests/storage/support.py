@@ -95,8 +95,14 @@ async def job_with_screenshots(
         session.add(action)
         await session.flush()
         for position, stored in files:
+            failed = position == steps and status != JobStatus.succeeded
             step = Step(
-                action_id=action.id, position=position, name=f"step {position}", kind="click"
+                action_id=action.id,
+                position=position,
+                name=f"step {position}",
+                kind="click",
+                status="failed" if failed else "ok",
+                error="the app said no" if failed else None,
             )
             session.add(step)
             await session.flush()

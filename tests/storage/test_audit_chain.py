@@ -63,7 +63,12 @@ async def test_a_job_s_life_is_in_the_chain(database: Database) -> None:
     assert_linked(events)
     last = [e for e in events if e.job_id == claimed.job.id][-1]
     assert last.detail["error"] == "the app said no"
-    assert last.detail["evidence"] == {"files": 0, "sha256": audit.digest_of([])}
+    assert last.detail["evidence"] == {
+        "files": 0,
+        "sha256": audit.digest_of([]),
+        "steps": 0,
+        "steps_sha256": audit.steps_digest_of([]),
+    }
 
 
 async def test_operator_actions_name_their_operator(database: Database) -> None:

@@ -20,7 +20,16 @@ from engine.jobs.runner import JobServices
 from engine.storage import anchors, audit
 from engine.storage.db import Database
 from engine.storage.evidence import DirectoryEvidenceStore, evidence_store
-from engine.storage.models import AuditEvent, Evidence, EvidenceBlob, Job, utcnow
+from engine.storage.models import (
+    Action,
+    AuditEvent,
+    Evidence,
+    EvidenceBlob,
+    Job,
+    JobStatus,
+    Step,
+    utcnow,
+)
 from engine.storage.vault import Vault
 from engine.storage.verify import PRUNED, prune_evidence, verify_deployment
 from tests.databases import run_apart
@@ -165,6 +174,30 @@ async def test_an_evidence_row_removed_with_its_file_is_named(
     assert len(report.problems) == 1
     assert report.problems[0].startswith(f"job {job.id}: its evidence rows differ")
     assert "(2 files then, 1 now)" in report.problems[0]
+
+
+async def test_a_step_rewritten_in_the_database_is_named(
+    own_database: Database, tmp_path: Path
+) -> None:
+    """A failed step made to say ok: the steps digest the job's last move recorded disagrees."""
+    settings = settings_in(tmp_path)
+    store = evidence_store(settings, own_database)
+    job = await job_with_screenshots(own_database, store, status=JobStatus.failed)
+    async with own_database.session() as session:
+        step = (
+            await session.exec(
+                select(Step).join(Action).where(Action.job_id == job.id, Step.position == 2)
+            )
+        ).one()
+        step.status, step.error = "ok", None
+        session.add(step)
+        await session.commit()
+    report = await verify_deployment(own_database, settings)
+    assert report.problems == [
+        f"job {job.id}: its steps differ from what event"
+        f" {(await events_of(own_database))[-1].seq} recorded (2 steps then, 2 now): a step"
+        " removed, added or rewritten"
+    ]
 
 
 async def test_pruning_is_in_the_chain_and_verifies(own_database: Database, tmp_path: Path) -> None:
