@@ -21,7 +21,11 @@ from engine.storage.anchors import MANIFEST
 from engine.storage.db import Database
 from engine.storage.evidence import evidence_store
 from engine.storage.models import Identity, JobStatus
+from fixtures.idp import okta_user
 from tests.databases import run_apart
+from tests.e2e.support import scim_post, wait_job
+from tests.harness import Connected, Usher
+from tests.operators import usher_cli
 from tests.storage.support import job_with_screenshots, settings_in
 
 STEPS = 3
@@ -134,3 +138,35 @@ def test_the_command_line_exports_an_identity_and_verify_reads_its_anchor(
     assert "name a job" in nothing.output
     missing = runner.invoke(app, ["evidence", "export", "nosuchjob", *data_dir])
     assert missing.exit_code == 2 and "no job matches" in missing.output
+
+
+async def test_a_real_job_s_export_shows_its_real_screenshots(
+    usher: Usher, usher_db: Database, connected: Connected, tmp_path: Path
+) -> None:
+    """A user created in Acme by the real worker: `usher evidence export --identity` writes
+    the zip, whose report shows each of the job's real screenshots, offline; `usher evidence
+    verify --anchors` accepts the export's anchor."""
+    user = okta_user("ada.export@example.com", "Ada", "Export")
+    response = await scim_post(connected, user)
+    assert response.status_code == 201, response.text
+    job = await wait_job(usher_db, response.json()["id"])
+    assert job.status == JobStatus.succeeded, job.error
+    out = tmp_path / "ada.zip"
+    exported = usher_cli(
+        usher, "evidence", "export", "--identity", "ada.export@example.com", "--out", str(out)
+    )
+    assert exported.exit_code == 0, exported.output
+    manifest = unzip(out, tmp_path / "ada")
+    [only] = manifest["jobs"]
+    steps = [s for a in only["actions"] for s in a["steps"]]
+    shots = [e for s in steps for e in s["evidence"] if e["kind"] == "screenshot"]
+    assert len(shots) == len(steps) > 3 and all(e["in_zip"] for e in shots)
+    images = await loaded_images(tmp_path / "ada" / REPORT, usher.settings)
+    assert len(images) == len(shots)
+    assert all(i["complete"] and i["width"] >= 800 for i in images), images
+    checked = usher_cli(usher, "evidence", "verify", "--anchors", str(out))
+    assert not [
+        line
+        for line in checked.output.splitlines()
+        if "anchor" in line.lower() and line.startswith("ALTERED")
+    ], checked.output
