@@ -32,7 +32,7 @@ from engine.storage.models import DeliveryStatus, JobStatus, WebhookDelivery, ut
 from engine.storage.vault import Vault
 from tests.databases import run_apart
 from tests.harness import Usher, free_port, wait_for
-from tests.jobs.support import new_identity, running_job
+from tests.jobs.support import lapse, new_identity, running_job
 from tests.operators import usher_cli
 
 
@@ -159,8 +159,8 @@ async def test_a_failed_job_reaches_the_receiver_signed_and_is_retried(
 async def test_only_jobs_that_need_a_person_and_a_broken_integration_alert(
     database: Database, tmp_path: Path
 ) -> None:
-    """A success alerts nobody, a blocked job and an opened breaker do; an integration with
-    no webhook queues nothing."""
+    """A success alerts nobody; a blocked job, a job whose dead worker's lease lapsed on its
+    last attempt and an opened breaker do; an integration with no webhook queues nothing."""
     settings = settings_in(tmp_path)
     vault = Vault.from_path(settings.vault_key_path)
     silent = await new_identity(database)
@@ -179,10 +179,14 @@ async def test_only_jobs_that_need_a_person_and_a_broken_integration_alert(
     parked = await running_job(database, identity)
     assert parked.lease is not None
     await state.finish(database, parked.lease, JobStatus.blocked, "no such role")
+    reclaimed = await running_job(database, identity)
+    assert reclaimed.job is not None
+    await lapse(database, reclaimed.job.id)
+    assert await state.reclaim(database, reclaimed.job.id, max_attempts=1) == JobStatus.failed
     breaker = Breaker(database, identity.integration_id, threshold=1)
     await breaker.refused(FlowFailed("the password was refused"))
     events = [d.event for d in await deliveries(database, identity.integration_id)]
-    assert sorted(events) == ["integration.broken", "job.blocked"]
+    assert sorted(events) == ["integration.broken", "job.blocked", "job.failed"]
 
 
 def test_set_webhook_shows_the_secret_once_and_show_lists_deliveries(tmp_path: Path) -> None:
