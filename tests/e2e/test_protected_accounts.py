@@ -15,7 +15,11 @@ from tests.harness import ROOT, Connected, Usher
 
 def usher_cli(usher: Usher, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the real `usher` command on the session's data dir."""
-    env = {"USHER_DATA_DIR": str(usher.settings.data_dir), "PATH": ""}
+    env = {
+        "USHER_DATA_DIR": str(usher.settings.data_dir),
+        "USHER_DATABASE_URL": usher.database_url,
+        "PATH": "",
+    }
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
         env=env,
