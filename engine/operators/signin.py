@@ -65,6 +65,9 @@ async def sign_in(
     if operator is None:
         raise SignInRefused("wrong username or password")
     with contextlib.suppress(RedisError, OSError):
-        await redis.decr(keys[0])
-        await redis.decr(keys[1])
+        async with redis.pipeline(transaction=True) as pipe:
+            for key in keys:
+                pipe.decr(key)
+                pipe.expire(key, SIGNIN_WINDOW_S, nx=True)
+            await pipe.execute()
     return operator
