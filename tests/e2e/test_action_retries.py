@@ -9,14 +9,17 @@ from fixtures.idp import okta_user
 from tests.e2e.support import job_detail, scim_post, wait_job
 from tests.harness import ROOT, Connected, Usher
 
-PEOPLE = [f"flaky{n}@example.com" for n in range(4)]
+PEOPLE = [f"flaky{n}@example.com" for n in range(2)]
+ERROR_RATE = 0.1
+"""Two jobs of some fifty requests meet a failure all but once in a hundred runs; the fault
+suite's scenario 4 drives a fifth of the pages failing at a larger scale."""
 
 
-async def test_an_app_failing_a_fifth_of_its_pages_still_gets_every_account_once(
+async def test_an_app_failing_some_of_its_pages_still_gets_every_account_once(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
-    """With 20% of Acme's answers 500, every job succeeds and no account is doubled."""
-    acme.state.error_rate = 0.2
+    """With a tenth of Acme's answers 500, every job succeeds and no account is doubled."""
+    acme.state.error_rate = ERROR_RATE
     try:
         identities = []
         for email in PEOPLE:
@@ -35,7 +38,7 @@ async def test_an_app_failing_a_fifth_of_its_pages_still_gets_every_account_once
     retried = [
         a for a in actions if a["status"] == "failed" and "the app answered 500" in a["error"]
     ]
-    assert retried, "a fifth of the pages failed, so some actions were retried"
+    assert retried, "some pages failed, so some actions were retried"
     assert all("transient" in a["error"] or "answered 500" in a["error"] for a in retried)
     create = (ROOT / "flows" / "acme" / "create_user.yaml").read_bytes()
     digests = {a["flow_sha256"] for a in actions if a["name"] == "create_user"}
