@@ -175,10 +175,11 @@ WEBHOOK_TIMEOUT_S: Final = 5.0
 """How long one delivery waits for the receiver's answer."""
 WEBHOOK_BACKOFF_S: Final = (5.0, 30.0, 120.0, 600.0, 1800.0)
 """The wait after each failed delivery; after the last, the delivery is given up as failed."""
-WEBHOOK_CLAIM_S: Final = 30.0
-"""A worker sending a delivery holds it this long, so another worker's pass skips it."""
 WEBHOOK_BATCH: Final = 50
 """Deliveries one maintenance pass sends at most."""
+WEBHOOK_CLAIM_S: Final = WEBHOOK_BATCH * WEBHOOK_TIMEOUT_S + 30.0
+"""A worker's pass holds its deliveries this long, past its slowest end (every receiver
+timing out), so another worker's pass never sends them twice; a dead worker's come back."""
 WEBHOOK_LIST_LIMIT: Final = 10
 """The latest deliveries `usher integrations show` lists."""
 ANCHOR_TAIL_BYTES: Final = 4096

@@ -47,7 +47,7 @@ from engine.storage.models import (
     WebhookDelivery,
     utcnow,
 )
-from engine.storage.vault import Vault
+from engine.storage.vault import Vault, VaultError
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,14 @@ async def deliver_due(
     received = 0
     async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S) as client:
         for delivery in claimed:
-            async with db.reader() as session:
-                hook = await webhook_of(session, vault, delivery.integration_id)
+            try:
+                async with db.reader() as session:
+                    hook = await webhook_of(session, vault, delivery.integration_id)
+            except VaultError as exc:
+                await _record(
+                    db, delivery, moment, None, f"the secret cannot be read: {exc}", False
+                )
+                continue
             body = json.dumps(
                 {
                     "id": delivery.id,
