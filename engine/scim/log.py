@@ -18,12 +18,17 @@ log = logging.getLogger(__name__)
 USERS = "Users"
 
 
+def _storable(text: str) -> str:
+    """Drop NUL characters, which an IdP's path may carry and PostgreSQL's text refuses."""
+    return text.replace("\x00", "")
+
+
 def identity_of(path: str, body: Any, jobs: Sequence[Job]) -> str | None:
     """Return the identity a request was about: its job's, the path's, or the created one's."""
     for job in jobs:
         if job.identity_id:
             return job.identity_id
-    parts = [p for p in path.split("/") if p]
+    parts = [p for p in _storable(path).split("/") if p]
     if not parts or parts[0] != USERS:
         return None
     if len(parts) > 1:
@@ -40,7 +45,7 @@ def log_entry(
     return ScimRequest(
         integration_id=integration_id,
         method=method[:10],
-        path=("/" + path.strip("/"))[:1000],
+        path=("/" + _storable(path).strip("/"))[:1000],
         status=status,
         identity_id=identity_of(path, body, jobs),
         job_id=jobs[0].id if jobs else None,

@@ -52,3 +52,16 @@ async def test_the_log_pages_by_key_and_forgets_old_lines(database: Database) ->
         await session.commit()
         query = select(func.count()).where(ScimRequest.integration_id == integration.id)
         assert (await session.exec(query)).one() == LINES
+
+
+async def test_a_path_with_a_nul_is_logged_without_it(database: Database) -> None:
+    """An IdP's raw id may carry NUL, which PostgreSQL's text refuses: the line still lands."""
+    settings = Settings(flows_dir=ROOT / "flows")
+    async with database.session() as session:
+        integration, _token = await create_integration(
+            session, settings, app="acme", base_url="http://127.0.0.1:9"
+        )
+        session.add(log_entry(integration.id, "GET", "Users/a\x00b", 404, None, []))
+        await session.commit()
+        page = await read_log(session, integration.id)
+        assert [(line.path, line.identity_id) for line in page.lines] == [("/Users/ab", "ab")]
