@@ -31,9 +31,8 @@ from engine.jobs.state import (
     RETRYABLE,
     JobNotFound,
     JobStateError,
-    current_status,
 )
-from engine.jobs.views import cancel_job, job_record, retry_job, unblock_identity
+from engine.jobs.views import cancel_job, job_record, job_status, retry_job, unblock_identity
 from engine.storage.models import ActionStatus, Identity, Integration, JobStatus
 
 router = APIRouter(include_in_schema=False)
@@ -227,7 +226,7 @@ async def job_events(
         async for event in events.listen(queue.redis, job_id, idle_s=SSE_HEARTBEAT_S):
             kind = event.get("kind")
             if kind == events.SUBSCRIBED:
-                if await current_status(db, job_id) in FINAL:
+                if await job_status(db, job_id) in FINAL | {None}:
                     yield f"event: {events.FINAL}\ndata: {{}}\n\n"
                     return
                 continue

@@ -100,6 +100,13 @@ async def unblock_identity(
     return await retry_job(db, queue, parked.id, actor=actor)
 
 
+async def job_status(db: Database, job_id: str) -> str | None:
+    """Return a job's status for a page, reading without SQLite's write lock; None if none."""
+    async with db.reader() as session:
+        job = await session.get(Job, job_id)
+    return job.status if job is not None else None
+
+
 async def watch_job(db: Database, redis: Redis, job_id: str) -> AsyncIterator[JobRecord]:
     """Yield a job's record now and again after each of its events, until it has ended.
 
