@@ -20,6 +20,11 @@ from tests.operators import Account, admin, signed_in_client, usher_cli, viewer
 __all__ = ["admin", "signed_in_client", "viewer"]
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "pages"
 VIEWPORT = {"width": 1280, "height": 800}
+EAGER_IMAGES = """Promise.all([...document.images].map(img => {
+  img.loading = "eager";
+  return img.complete ? null : new Promise(done => { img.onload = img.onerror = done; });
+}))"""
+"""Load every thumbnail below the fold, so that a full-page artefact shows them all."""
 
 
 @pytest.fixture
@@ -79,11 +84,13 @@ def sign_in(page: Page, usher: Usher, account: Account, then: str = "/activity")
     page.wait_for_url(f"{usher.api}{then}")
 
 
-def shoot(page: Page, name: str) -> Path:
-    """Save a full-page screenshot as the test's artefact."""
+def shoot(page: Page, name: str, *, full_page: bool = True) -> Path:
+    """Save a screenshot of the page (all of it unless told) as the test's artefact."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate(EAGER_IMAGES)
+    page.wait_for_load_state("networkidle")
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 

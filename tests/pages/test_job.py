@@ -69,7 +69,7 @@ def test_a_running_job_shows_its_steps_live_and_its_screenshots_full_size(
     full = page.locator("dialog#lightbox img")
     expect(full).to_be_visible()
     assert full.evaluate("img => img.getBoundingClientRect().width") > 3 * width
-    shoot(page, "job-screenshot-full-size")
+    shoot(page, "job-screenshot-full-size", full_page=False)
     page.keyboard.press("Escape")
     expect(full).to_be_hidden()
 
