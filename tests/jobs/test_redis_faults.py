@@ -22,7 +22,7 @@ from engine.jobs.runner import JobRunner, JobServices
 from engine.jobs.worker import UsherWorker
 from engine.settings import Settings
 from engine.storage.db import Database
-from engine.storage.models import JobStatus
+from engine.storage.models import Integration, JobStatus
 from tests.harness import ROOT, free_port
 from tests.jobs.support import new_identity, pending_job, reload
 
@@ -138,9 +138,17 @@ async def test_a_redis_error_in_a_job_retries_it(
 ) -> None:
     """A Redis error escaping a job is a transient fault: retrying, not an internal error.
 
-    The flows folder is empty, so the job needs no gate and meets Redis only inside.
+    The integration's app exists nowhere, so the job needs no gate and meets Redis only
+    inside.
     """
-    job = await pending_job(database, await new_identity(database))
+    identity = await new_identity(database)
+    async with database.session() as session:
+        integration = await session.get(Integration, identity.integration_id)
+        assert integration is not None
+        integration.app = "no-such-app"
+        session.add(integration)
+        await session.commit()
+    job = await pending_job(database, identity)
     redis = Redis.from_url(nowhere)
     queue = JobQueue(ArqRedis.from_url(nowhere))
     services = JobServices(
