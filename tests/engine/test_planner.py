@@ -359,20 +359,22 @@ def test_a_scim_delete_deactivates_and_revokes_what_usher_granted() -> None:
 
 
 def test_delete_user_runs_only_where_declared_and_opted_in() -> None:
-    """Opted in and declared: delete_user; not declared (Acme): deactivate and revoke, noted."""
+    """Opted in and declared (Acme): delete_user; not declared: deactivate and revoke, noted."""
     deleted = identity()
     deleted.deleted_at = datetime.now(UTC)
     opted = Ownership(delete_users=True)
-    deleting = ACME.model_copy(update={"actions": [*ACME.actions, "delete_user"]})
+    deleting = ACME
+    assert "delete_user" in ACME.actions
     known = held("editor")
     assert names_of(plan(deleted, known, deleting, ownership=opted)) == [("delete_user", None)]
     assert names_of(plan(deleted, known, deleting)) == [
         ("deactivate_user", None),
         ("revoke_entitlement", "editor"),
     ]
-    acme = plan(deleted, known, ACME, ownership=opted)
-    assert names_of(acme) == [("deactivate_user", None), ("revoke_entitlement", "editor")]
-    assert acme.notes == ["not deleted: acme has no delete_user flow"]
+    keeping = ACME.model_copy(update={"actions": [a for a in ACME.actions if a != "delete_user"]})
+    undeclared = plan(deleted, known, keeping, ownership=opted)
+    assert names_of(undeclared) == [("deactivate_user", None), ("revoke_entitlement", "editor")]
+    assert undeclared.notes == ["not deleted: acme has no delete_user flow"]
     found = adopted()
     assert names_of(plan(deleted, found, deleting, ownership=opted)) == []
     (delete,) = plan(deleted, known, deleting, ownership=opted).actions
