@@ -73,6 +73,16 @@ async def drop_database(server: URL, name: str) -> None:
     await _on_server(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def sqlite_url(data_dir: Path) -> str:
+    """Return the URL of the SQLite file Usher's processes share in a data dir."""
+    return f"sqlite+aiosqlite:///{data_dir / 'usher.db'}"
+
+
+def database_url(server: URL, name: str) -> str:
+    """Return the URL of one database on the PostgreSQL server, as processes are given it."""
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
 @asynccontextmanager
 async def private_database(
     kind: str, data_dir: Path, prefix: str = "usher_test"
@@ -80,11 +90,11 @@ async def private_database(
     """Yield a database URL Usher's processes can share: a SQLite file in the data dir, or a
     fresh PostgreSQL database, dropped at the end."""
     if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{data_dir / 'usher.db'}"
+        yield sqlite_url(data_dir)
         return
     server, name = await create_database(prefix)
     try:
-        yield server.set(database=name).render_as_string(hide_password=False)
+        yield database_url(server, name)
     finally:
         await drop_database(server, name)
 
@@ -100,11 +110,11 @@ def run_apart(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def served_database(kind: str, data_dir: Path) -> Iterator[str]:
     """Do as private_database, for a synchronous fixture that starts processes."""
     if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{data_dir / 'usher.db'}"
+        yield sqlite_url(data_dir)
         return
     server, name = run_apart(lambda: create_database("usher_test"))
     try:
-        yield server.set(database=name).render_as_string(hide_password=False)
+        yield database_url(server, name)
     finally:
         run_apart(lambda: drop_database(server, name))
 

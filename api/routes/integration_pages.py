@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.deps import PageAdmin, PageOperator, ReaderDep, SessionDep, SettingsDep
 from api.pages import render
@@ -11,7 +12,9 @@ from engine.apps.integrations import IntegrationError, describe_integration, lis
 from engine.apps.integrations import rotate_token as rotate_scim_token
 from engine.constants import PEOPLE_PAGE_SIZE
 from engine.jobs.people import list_people, recent_counts
+from engine.operators.sessions import Principal
 from engine.scim.log import read_log
+from engine.settings import Settings
 from engine.storage.models import Integration
 from engine.storage.vault import Vault
 
@@ -42,6 +45,24 @@ async def integrations_page(
     )
 
 
+async def _integration_page(
+    request: Request,
+    session: AsyncSession,
+    settings: Settings,
+    operator: Principal,
+    integration_id: str,
+    token: str | None = None,
+) -> HTMLResponse:
+    """Render an integration, with a new SCIM token shown this once when there is one."""
+    vault = Vault.from_path(settings.vault_key_path)
+    try:
+        view = await describe_integration(session, settings, vault, integration_id)
+    except IntegrationError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+    counts = await recent_counts(session, integration_id)
+    return render(request, "integration.html", operator, view=view, counts=counts, token=token)
+
+
 @router.get("/integrations/{integration_id}", response_class=HTMLResponse)
 async def integration_page(
     integration_id: str,
@@ -51,13 +72,7 @@ async def integration_page(
     settings: SettingsDep,
 ) -> HTMLResponse:
     """Show what the IT admin pastes into the IdP: SCIM URL, entitlement values, mappings."""
-    vault = Vault.from_path(settings.vault_key_path)
-    try:
-        view = await describe_integration(session, settings, vault, integration_id)
-    except IntegrationError as error:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
-    counts = await recent_counts(session, integration_id)
-    return render(request, "integration.html", operator, view=view, counts=counts, token=None)
+    return await _integration_page(request, session, settings, operator, integration_id)
 
 
 @router.post("/integrations/{integration_id}/rotate-token", response_class=HTMLResponse)
@@ -71,13 +86,9 @@ async def rotate_token_page(
     """Replace the SCIM token and show the new one, this once."""
     try:
         token = await rotate_scim_token(session, integration_id, actor=admin.name)
-        view = await describe_integration(
-            session, settings, Vault.from_path(settings.vault_key_path), integration_id
-        )
     except IntegrationError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
-    counts = await recent_counts(session, integration_id)
-    return render(request, "integration.html", admin, view=view, counts=counts, token=token)
+    return await _integration_page(request, session, settings, admin, integration_id, token)
 
 
 @router.get("/integrations/{integration_id}/scim-log", response_class=HTMLResponse)

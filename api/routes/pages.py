@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
 
 from api.deps import (
     DbDep,
@@ -56,29 +57,38 @@ def _when(value: str | None, *, end_of_day: bool = False) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+class ActivityQuery(BaseModel):
+    """The Activity's filters and its page cursor, as the query string carries them."""
+
+    state: str | None = Field(default=None, max_length=200)
+    action: str | None = Field(default=None, max_length=200)
+    user: str | None = Field(default=None, max_length=200)
+    since: str | None = Field(default=None, max_length=200)
+    until: str | None = Field(default=None, max_length=200)
+    after: str | None = Field(default=None, max_length=200)
+
+
+ActivityParams = Annotated[ActivityQuery, Query()]
+
+
 async def _activity(
     request: Request,
     session: ReaderDep,
     operator: PageOperator,
     integration: Integration | None,
-    state: str | None,
-    action: str | None,
-    user: str | None,
-    since: str | None,
-    until: str | None,
-    after: str | None,
+    query: ActivityQuery,
 ) -> HTMLResponse:
     """Render the Activity, global or of one integration."""
     wanted = ActivityFilter(
         integration_id=integration.id if integration else None,
-        status=state or None,
-        action=action or None,
-        user=user or None,
-        since=_when(since),
-        until=_when(until, end_of_day=True),
+        status=query.state or None,
+        action=query.action or None,
+        user=query.user or None,
+        since=_when(query.since),
+        until=_when(query.until, end_of_day=True),
     )
-    page = await list_activity(session, wanted, cursor=after)
-    filters = {"state": state, "action": action, "user": user, "since": since, "until": until}
+    page = await list_activity(session, wanted, cursor=query.after)
+    filters = query.model_dump(exclude={"after"})
     return render(
         request,
         "activity.html",
@@ -91,25 +101,12 @@ async def _activity(
     )
 
 
-Filter = Annotated[str | None, Query(max_length=200)]
-
-
 @router.get("/activity", response_class=HTMLResponse)
 async def activity(
-    request: Request,
-    session: ReaderDep,
-    operator: PageOperator,
-    state: Filter = None,
-    action: Filter = None,
-    user: Filter = None,
-    since: Filter = None,
-    until: Filter = None,
-    after: Filter = None,
+    request: Request, session: ReaderDep, operator: PageOperator, query: ActivityParams
 ) -> HTMLResponse:
     """Show every integration's jobs, newest first."""
-    return await _activity(
-        request, session, operator, None, state, action, user, since, until, after
-    )
+    return await _activity(request, session, operator, None, query)
 
 
 @router.get("/integrations/{integration_id}/activity", response_class=HTMLResponse)
@@ -118,20 +115,13 @@ async def integration_activity(
     request: Request,
     session: ReaderDep,
     operator: PageOperator,
-    state: Filter = None,
-    action: Filter = None,
-    user: Filter = None,
-    since: Filter = None,
-    until: Filter = None,
-    after: Filter = None,
+    query: ActivityParams,
 ) -> HTMLResponse:
     """Show one integration's jobs, newest first."""
     integration = await session.get(Integration, integration_id)
     if integration is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no integration {integration_id}")
-    return await _activity(
-        request, session, operator, integration, state, action, user, since, until, after
-    )
+    return await _activity(request, session, operator, integration, query)
 
 
 async def _job_view(

@@ -17,8 +17,6 @@ from engine.constants import (
     TOTP_STEP_PREFIX,
 )
 
-TOTP_PERIOD_S = TOTP_DEFAULT_PERIOD_S
-
 _CLAIM = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if tonumber(ARGV[1]) <= last then return 0 end
@@ -30,7 +28,9 @@ return 1
 class TotpLedger(Protocol):
     """Remember the last time-step used per account, across workers."""
 
-    async def claim(self, account: str, counter: int, period_s: int = TOTP_PERIOD_S) -> bool:
+    async def claim(
+        self, account: str, counter: int, period_s: int = TOTP_DEFAULT_PERIOD_S
+    ) -> bool:
         """Take a time-step for an account; False when it or a later one was used."""
         ...
 
@@ -41,7 +41,9 @@ class RedisTotpLedger:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def claim(self, account: str, counter: int, period_s: int = TOTP_PERIOD_S) -> bool:
+    async def claim(
+        self, account: str, counter: int, period_s: int = TOTP_DEFAULT_PERIOD_S
+    ) -> bool:
         """Claim atomically with a script, since workers race for the same account.
 
         Without Redis no code is typed, since none can be proven unused: the flow fails

@@ -1,13 +1,13 @@
 """A script follows a SCIM write: the job id in X-Usher-Job, then `usher jobs ...` on it."""
 
-from engine.apps.integrations import create_integration, set_secrets
+from engine.apps.integrations import set_secrets
 from engine.constants import JOB_ID_HEADER
 from engine.storage.db import Database
 from engine.storage.models import JobStatus
 from engine.storage.vault import Vault
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
-from tests.e2e.support import scim_post, wait_job
+from tests.e2e.support import connect_without_secrets, scim_post, wait_job
 from tests.harness import Connected, Usher
 from tests.operators import usher_cli
 
@@ -48,11 +48,7 @@ async def test_an_operator_unblocks_an_identity_from_the_command_line(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
     """Missing secrets block the job; once set, `identities unblock` provisions the account."""
-    async with usher_db.session() as session:
-        bare, token = await create_integration(
-            session, usher.settings, app="acme", base_url=acme.url
-        )
-    unset = Connected(bare.id, token, connected.operator, f"{usher.api}/scim/v2/{bare.id}")
+    unset = await connect_without_secrets(usher, usher_db, acme, connected)
     response = await scim_post(unset, okta_user("ulla.unblock@example.com", "Ulla", "Unblock"))
     identity_id = response.json()["id"]
     blocked = await wait_job(usher_db, identity_id)
@@ -63,7 +59,7 @@ async def test_an_operator_unblocks_an_identity_from_the_command_line(
 
     async with usher_db.session() as session:
         vault = Vault.from_path(usher.settings.vault_key_path)
-        await set_secrets(session, usher.settings, vault, bare.id, acme.state.service_account())
+        await set_secrets(session, usher.settings, vault, unset.id, acme.state.service_account())
     unblocked = usher_cli(usher, "identities", "unblock", identity_id)
     assert unblocked.exit_code == 0, unblocked.output
     assert unblocked.output.strip() == f"job {blocked.id} queued, attempt 2"

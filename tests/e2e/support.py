@@ -7,6 +7,7 @@ import time
 import httpx
 from sqlmodel import col, select
 
+from engine.apps.integrations import create_integration
 from engine.jobs import state
 from engine.storage.db import Database
 from engine.storage.models import Action, Job, JobStatus
@@ -94,3 +95,14 @@ def roles(acme: AcmeServer, email: str) -> set[str]:
     """Return the roles Acme's account of that email holds."""
     (user,) = acme.state.users_with_email(email)
     return set(user.roles)
+
+
+async def connect_without_secrets(
+    usher: Usher, db: Database, acme: AcmeServer, connected: Connected
+) -> Connected:
+    """Create a second Acme integration whose service account was never set: its jobs block."""
+    async with db.session() as session:
+        bare, token = await create_integration(
+            session, usher.settings, app="acme", base_url=acme.url
+        )
+    return Connected(bare.id, token, connected.operator, f"{usher.api}/scim/v2/{bare.id}")

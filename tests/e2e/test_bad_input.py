@@ -8,7 +8,7 @@ from engine.storage.db import Database
 from engine.storage.models import Identity, Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
-from tests.e2e.support import job_detail, scim_post, wait_job
+from tests.e2e.support import connect_without_secrets, job_detail, scim_post, wait_job
 from tests.harness import Connected, Usher, connect_acme
 
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
@@ -112,17 +112,13 @@ async def test_a_job_for_an_integration_without_secrets_says_which(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
     """No browser is started without the service account's secrets; the job names them."""
-    async with usher_db.session() as session:
-        bare, token = await create_integration(
-            session, usher.settings, app="acme", base_url=acme.url
-        )
-    unset = Connected(bare.id, token, connected.operator, f"{usher.api}/scim/v2/{bare.id}")
+    unset = await connect_without_secrets(usher, usher_db, acme, connected)
     response = await scim_post(unset, okta_user("ola.open@example.com", "Ola", "Open"))
     assert response.status_code == 201, response.text
     job = await wait_job(usher_db, response.json()["id"])
     assert job.status == JobStatus.blocked
     assert job.error == (
-        f"integration {bare.id} lacks secrets admin_username, admin_password, totp_seed:"
+        f"integration {unset.id} lacks secrets admin_username, admin_password, totp_seed:"
         " set them with `usher integrations set-secret`"
     )
     assert acme.state.logins == 0

@@ -2,13 +2,13 @@
 
 import httpx
 
-from engine.apps.integrations import create_integration, set_secrets
+from engine.apps.integrations import set_secrets
 from engine.storage.db import Database
 from engine.storage.models import JobStatus
 from engine.storage.vault import Vault
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
-from tests.e2e.support import scim_post, wait_job
+from tests.e2e.support import connect_without_secrets, scim_post, wait_job
 from tests.harness import Connected, Usher
 
 
@@ -24,11 +24,7 @@ async def test_a_blocked_job_is_retried_after_the_operator_fixes_the_secrets(
     usher: Usher, usher_db: Database, acme: AcmeServer, connected: Connected
 ) -> None:
     """Missing secrets park the job; once set, an operator's retry provisions the account."""
-    async with usher_db.session() as session:
-        bare, token = await create_integration(
-            session, usher.settings, app="acme", base_url=acme.url
-        )
-    unset = Connected(bare.id, token, connected.operator, f"{usher.api}/scim/v2/{bare.id}")
+    unset = await connect_without_secrets(usher, usher_db, acme, connected)
     response = await scim_post(unset, okta_user("rita.retry@example.com", "Rita", "Retry"))
     identity = response.json()["id"]
     failed = await wait_job(usher_db, identity)
@@ -40,7 +36,7 @@ async def test_a_blocked_job_is_retried_after_the_operator_fixes_the_secrets(
 
     async with usher_db.session() as session:
         vault = Vault.from_path(usher.settings.vault_key_path)
-        await set_secrets(session, usher.settings, vault, bare.id, acme.state.service_account())
+        await set_secrets(session, usher.settings, vault, unset.id, acme.state.service_account())
     retried = await operator_post(usher, unset, f"/api/jobs/{failed.id}/retry")
     assert retried.status_code == 200, retried.text
     assert (retried.json()["status"], retried.json()["attempt"]) == ("queued", 2)

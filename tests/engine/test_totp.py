@@ -8,7 +8,8 @@ from redis.asyncio import Redis
 
 from engine.apps.otp import TotpSecretError, totp_of
 from engine.automation.errors import FlowFailed
-from engine.automation.totp import TOTP_PERIOD_S, RedisTotpLedger, fresh_code
+from engine.automation.totp import RedisTotpLedger, fresh_code
+from engine.constants import TOTP_DEFAULT_PERIOD_S as TOTP_PERIOD_S
 
 SEED = pyotp.random_base32()
 WINDOW = 1_800_000_000 // TOTP_PERIOD_S * TOTP_PERIOD_S

@@ -1,7 +1,6 @@
 """Locators: each strategy finds its own element; has_text, nth and exact narrow it; a
 locator must say exactly one thing."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,7 +9,7 @@ from pydantic import ValidationError
 from engine.automation.browser import BrowserPool
 from engine.automation.language import Locator
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 MARK = "onclick='(window.hits = window.hits || []).push(this.id)'"
 PAGES = {
@@ -38,13 +37,6 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"css": "li.row", "nth": 2}, "row-c"),
     ({"role": "button", "name": "Invite {{ user.first }}"}, "by-template"),
 ]
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_each_strategy_clicks_its_own_element(

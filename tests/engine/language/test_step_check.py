@@ -1,12 +1,8 @@
 """`check` and `uncheck`: set a checkbox to a state, whatever state it was in."""
 
-from collections.abc import Iterator
-
-import pytest
-
 from engine.automation.browser import BrowserPool
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {
     "/boxes": html(
@@ -17,13 +13,6 @@ PAGES = {
     )
 }
 STATE = "[admin.checked, billing.checked, audit.checked, beta.checked]"
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_check_and_uncheck_set_the_state_asked(

@@ -1,12 +1,10 @@
 """`dialog`: answer the next JavaScript dialog, armed before the click that opens it."""
 
-from collections.abc import Iterator
-
 import pytest
 
 from engine.automation.browser import BrowserPool
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {
     "/dialog": html(
@@ -15,13 +13,6 @@ PAGES = {
         <p id=r data-testid=result></p>"""
     )
 }
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 @pytest.mark.parametrize(("answer", "result"), [("accept", "deleted"), ("dismiss", "kept")])

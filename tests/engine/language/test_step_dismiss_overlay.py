@@ -1,14 +1,12 @@
 """`dismiss_overlay`: whenever an overlay blocks an action, click its close button first."""
 
-from collections.abc import Iterator
-
 import pytest
 from pydantic import ValidationError
 
 from engine.automation.browser import BrowserPool
 from engine.automation.language import Step
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {
     "/overlay": html(
@@ -20,13 +18,6 @@ PAGES = {
 }
 SAVE = {"name": "Save", "click": {"role": "button", "name": "Save"}, "timeout_ms": 1000}
 READ = "[document.body.dataset.saved || null, !!document.getElementById('banner')]"
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_an_overlay_is_cleared_when_it_blocks_a_click(

@@ -1,23 +1,14 @@
 """The steps that end a flow or mark it: `already`, `fail`, `needs_human`, `refused`,
 `screenshot`; each ends the way its name says, with a screenshot of the page."""
 
-from collections.abc import Iterator
-
 import pytest
 
 from engine.automation.browser import BrowserPool
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {"/page": html("<button onclick='window.clicked = true'>Go</button>")}
 AFTER = {"click": {"role": "button", "name": "Go"}}
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_already_ends_the_flow_successfully(

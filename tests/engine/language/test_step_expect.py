@@ -1,13 +1,12 @@
 """`expect`: prove the page says what it should; a page that does not is a permanent failure."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from engine.automation.browser import BrowserPool
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import goto, html, run_flow, serve
+from tests.engine.flow_pages import goto, html, run_flow
 
 PAGES = {
     "/account": html(
@@ -41,13 +40,6 @@ FAILS: list[dict[str, Any]] = [
     {"expect": {"css": "#status"}, "state": "hidden"},
     {"expect": {"css": "#flash"}, "state": "detached"},
 ]
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_every_kind_of_expectation_holds_on_a_matching_page(

@@ -1,14 +1,12 @@
 """`extract`: read an element's text or attribute into `vars.<into>` for later steps."""
 
-from collections.abc import Iterator
-
 import pytest
 from pydantic import ValidationError
 
 from engine.automation.browser import BrowserPool
 from engine.automation.language import Step
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {
     "/user": html(
@@ -17,13 +15,6 @@ PAGES = {
         "<label for=note>Note</label><input id=note>"
     )
 }
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_extract_reads_text_and_attributes_into_variables(

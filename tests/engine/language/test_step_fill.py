@@ -1,14 +1,12 @@
 """`fill`: replace a field's value with a rendered template; refuse what cannot be filled."""
 
-from collections.abc import Iterator
-
 import pytest
 from pydantic import ValidationError
 
 from engine.automation.browser import BrowserPool
 from engine.automation.language import Step
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {
     "/form": html(
@@ -16,13 +14,6 @@ PAGES = {
         "<label for=n>Note</label><textarea id=n></textarea><p id=text>Not a field</p>"
     )
 }
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_fill_replaces_the_value_with_the_rendered_template(

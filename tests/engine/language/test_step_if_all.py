@@ -1,6 +1,5 @@
 """`if_all`: branch on several elements at once: visible, and a value, text or state."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -9,7 +8,7 @@ from pydantic import ValidationError
 from engine.automation.browser import BrowserPool
 from engine.automation.language import Step
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {
     "/edit": html(
@@ -34,13 +33,6 @@ def branch(conditions: list[dict[str, Any]]) -> dict[str, Any]:
         "then": [{"click": {"role": "button", "name": "Then"}}],
         "else": [{"click": {"role": "button", "name": "Else"}}],
     }
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_if_all_runs_then_when_every_condition_holds(

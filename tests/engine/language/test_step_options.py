@@ -1,13 +1,9 @@
 """What any step may add: `frame` (look inside an iframe), `fallbacks` (other locators to
 try, the one that matched recorded) and `timeout_ms` (its own patience)."""
 
-from collections.abc import Iterator
-
-import pytest
-
 from engine.automation.browser import BrowserPool
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {
     "/frame": html("<h1>Outer</h1><iframe id=editor src=/inner></iframe>"),
@@ -15,13 +11,6 @@ PAGES = {
     "/buttons": html("<button onclick='window.saved = true'>Save</button>"),
 }
 READ_INNER = "document.getElementById('editor').contentDocument.getElementById('i').value"
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_frame_looks_inside_the_iframe(

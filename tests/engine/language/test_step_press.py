@@ -1,14 +1,12 @@
 """`press`: press a key, or a chord, on an element: Enter submits, Escape closes, and so on."""
 
-from collections.abc import Iterator
-
 import pytest
 from pydantic import ValidationError
 
 from engine.automation.browser import BrowserPool
 from engine.automation.language import Step
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {
     "/search": html(
@@ -19,13 +17,6 @@ PAGES = {
         (event.ctrlKey ? '+ctrl' : ''))">"""
     )
 }
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_press_enter_submits_the_form(

@@ -1,14 +1,12 @@
 """`select`: choose an option in a native <select>, or by its name in a custom dropdown."""
 
-from collections.abc import Iterator
-
 import pytest
 from pydantic import ValidationError
 
 from engine.automation.browser import BrowserPool
 from engine.automation.language import Step
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {
     "/native": html(
@@ -26,13 +24,6 @@ PAGES = {
         li.textContent; document.getElementById('list').hidden=true}</script>"""
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_select_chooses_a_native_option_by_label_or_value(

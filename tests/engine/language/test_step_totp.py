@@ -1,23 +1,13 @@
 """`totp`: type the current code of a named secret's seed, masked like a secret."""
 
-from collections.abc import Iterator
-
 import pyotp
-import pytest
 
 from engine.automation.browser import BrowserPool
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {"/mfa": html("<label for=c>Authentication code</label><input id=c>")}
 SEED = pyotp.random_base32()
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_totp_types_a_current_code_of_the_named_seed(

@@ -1,12 +1,10 @@
 """`unless_visible`: run `then` when an element is NOT visible now, else `else`."""
 
-from collections.abc import Iterator
-
 import pytest
 
 from engine.automation.browser import BrowserPool
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 BUTTONS = (
     "<button onclick='window.ran = \"then\"'>Then</button>"
@@ -23,13 +21,6 @@ BRANCH = {
     "then": [{"click": {"role": "button", "name": "Then"}}],
     "else": [{"click": {"role": "button", "name": "Else"}}],
 }
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 @pytest.mark.parametrize(

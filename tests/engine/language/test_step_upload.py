@@ -1,6 +1,5 @@
 """`upload`: set a file input to files from the app's own folder, and nothing outside it."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,7 @@ from pydantic import ValidationError
 from engine.automation.browser import BrowserPool
 from engine.automation.language import Step
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 FILES = Path(__file__).parent.parent / "files"
 PAGES = {
@@ -20,13 +19,6 @@ PAGES = {
     )
 }
 READ_FILE = "f.files.length ? f.files[0].text().then(t => [f.files[0].name, t.trim()]) : null"
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_upload_sets_the_file_from_the_apps_folder(

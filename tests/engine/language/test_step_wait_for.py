@@ -1,12 +1,8 @@
 """`wait_for`: wait until an element reaches a state, or the page a URL or load state."""
 
-from collections.abc import Iterator
-
-import pytest
-
 from engine.automation.browser import BrowserPool
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, run_flow
 
 PAGES = {
     "/busy": html(
@@ -20,13 +16,6 @@ PAGES = {
         "<script>setTimeout(() => fetch('/quiet').then(() => window.fetched = true), 300)</script>"
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[ThreadedServer]:
-    """Serve the pages of this file."""
-    with serve(PAGES) as server:
-        yield server
 
 
 async def test_wait_for_an_element_to_be_hidden_then_visible(
