@@ -184,3 +184,13 @@ WEBHOOK_LIST_LIMIT: Final = 10
 """The latest deliveries `usher integrations show` lists."""
 ANCHOR_TAIL_BYTES: Final = 4096
 """The end of the anchor file read to find its newest line; a line is a few hundred bytes."""
+SCIM_DURATION_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Histogram buckets of a SCIM answer's latency: milliseconds when well, seconds when not."""
+STEP_DURATION_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+"""Histogram buckets of one flow step, its screenshot included; a step times out at 10 s."""
+ACTION_DURATION_BUCKETS_S: Final = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+"""Histogram buckets of one action's flow."""
+JOB_DURATION_BUCKETS_S: Final = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+"""Histogram buckets of one job attempt; arq stops one after JOB_TIMEOUT_S."""
+METRICS_READ_TIMEOUT_S: Final = 2.0
+"""How long a scrape of the API's /metrics may read the database before it reports without."""

@@ -126,6 +126,25 @@ class Settings(BaseSettings):
         description="Recycle a worker's Chromium once its browser process's RSS passes this "
         "(Linux /proc); 0 never does.",
     )
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at the API's /metrics; false answers 404 there.",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="When set, every metrics endpoint (the API's /metrics and a worker's "
+        "metrics port) answers only `Authorization: Bearer <token>`.",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="`usher worker` serves its own metrics at http://metrics_host:PORT/metrics; "
+        "0 serves none.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="The address a worker's metrics port binds."
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> "Settings":
