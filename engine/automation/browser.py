@@ -20,6 +20,7 @@ from playwright.async_api import Browser, BrowserContext, Playwright, async_play
 from playwright.async_api import Error as PlaywrightError
 
 from engine.constants import CHROMIUM_SYSTEM_PATH, MIB, TEST_HOST_RESOLVER_RULES
+from engine.metrics import browser_context_closed, browser_context_opened, browser_launched
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class BrowserPool:
         )
         pid = await browser_pid(browser) if self.settings.browser_max_rss_mb else None
         self.launched += 1
+        browser_launched()
         chromium = _Chromium(browser, self.launched, pid)
         browser.on("disconnected", lambda _: self._disconnected(chromium))
         log.info(
@@ -242,6 +244,7 @@ class BrowserPool:
     ) -> AsyncIterator[BrowserContext]:
         """Yield a new context for one job and close it, since memory returns only then."""
         chromium, context = await self._open(storage_state)
+        browser_context_opened()
         try:
             yield context
         finally:
@@ -250,6 +253,7 @@ class BrowserPool:
             except PlaywrightError as error:
                 log.warning("a context of chromium %d did not close: %s", chromium.number, error)
             finally:
+                browser_context_closed()
                 await self._checkin(chromium)
 
     async def stop(self) -> None:

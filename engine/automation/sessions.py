@@ -16,6 +16,7 @@ from engine.automation.errors import FlowFailed
 from engine.automation.language import Flow
 from engine.automation.runner import FlowOutcome, FlowRunner, StepSink
 from engine.constants import LEASE_RENEWALS, LOGIN_LOCK_PREFIX, LOGIN_LOCK_S, LOGIN_WAIT_S
+from engine.metrics import SignInResult, count_sign_in
 from engine.storage.db import Database
 from engine.storage.models import IntegrationSession, utcnow
 from engine.storage.vault import Vault
@@ -130,7 +131,11 @@ class SignIn:
         """Under the lock: ask the gate, take a newer kept session, run login, keep what it made."""
         context = runner.page.context
         if self.gate is not None:
-            await self.gate.before()
+            try:
+                await self.gate.before()
+            except FlowFailed:
+                count_sign_in(self.integration_id, SignInResult.paused)
+                raise
         kept = None
         if self.reuse_kept:
             async with self.db.session() as session:
@@ -145,10 +150,15 @@ class SignIn:
         try:
             outcome = await runner.run(login, sink)
         except FlowFailed as failure:
+            refused = SignInResult.refused if failure.refused else SignInResult.failed
+            count_sign_in(self.integration_id, refused)
             if failure.refused and self.gate is not None:
                 await self.gate.refused(failure)
             raise
         self.fresh = not outcome.already
+        count_sign_in(
+            self.integration_id, SignInResult.signed_in if self.fresh else SignInResult.kept
+        )
         if self.fresh:
             try:
                 state = dict(await context.storage_state())

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from engine import metrics
 from engine.apps.grants import GroupSources, group_sources_of
 from engine.apps.integrations import lacking_secrets
 from engine.apps.ownership import Ownership, ownership_of
@@ -109,10 +111,11 @@ class JobServices:
 class DbStepSink:
     """Write each step and its evidence as it happens, so progress shows live."""
 
-    def __init__(self, services: JobServices, job_id: str, action: Action) -> None:
+    def __init__(self, services: JobServices, job_id: str, action: Action, app: str) -> None:
         self.services = services
         self.job_id = job_id
         self.action = action
+        self.app = app
 
     async def record(self, result: StepResult, artifacts: list[Artifact]) -> None:
         """Store the evidence files, then the Step row and each file's SHA-256.
@@ -153,6 +156,7 @@ class DbStepSink:
                     )
                 )
             await session.commit()
+        metrics.observe_step(self.app, action.name, result.duration_ms / 1000)
         await events.publish(
             self.services.redis, self.job_id, "step", action=action.name, position=result.position
         )
@@ -166,6 +170,7 @@ class JobRunner:
         self.lost = False
         self.gate: Gate | None = None
         self.pace_limit = 0
+        self.app = metrics.UNKNOWN
 
     async def run(self, job_id: str, attempt: int) -> str:
         """Pass the integration's gate, claim the attempt, run it; stale deliveries do nothing.
@@ -191,6 +196,8 @@ class JobRunner:
         async with services.db.session() as session:
             job = await session.get(Job, job_id)
             integration = await session.get(Integration, job.integration_id) if job else None
+        if integration is not None:
+            self.app = integration.app
         if job is None or integration is None or job.group_id is not None:
             return False
         try:
@@ -237,6 +244,7 @@ class JobRunner:
         if claimed.job is None or claimed.lease is None:
             return "stale"
         job, lease = claimed.job, claimed.lease
+        started = time.monotonic()
         await events.publish(services.redis, job.id, "start", attempt=job.attempt)
         renewer = asyncio.create_task(self._renew_lease(lease))
         try:
@@ -257,6 +265,7 @@ class JobRunner:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+        metrics.observe_job(self.app, status, time.monotonic() - started)
         await services.queue.enqueue_all(await state.release_next(services.db, job))
         await events.publish(services.redis, job.id, events.FINAL, status=status)
         return status
@@ -527,8 +536,9 @@ class JobRunner:
         async with self.services.db.session() as session:
             session.add(action)
             await session.commit()
-        sink = DbStepSink(self.services, run.job.id, action)
+        sink = DbStepSink(self.services, run.job.id, action, run.template.name)
         await self._keep_pace()
+        started = time.monotonic()
         try:
             if flow is None:
                 pass
@@ -538,6 +548,12 @@ class JobRunner:
                 outcome = await run.runner.run(flow, sink)
         except FlowFailed as error:
             failure = error
+        metrics.observe_action(
+            run.template.name,
+            planned.name,
+            ActionStatus.failed if failure else ActionStatus.succeeded,
+            time.monotonic() - started,
+        )
         async with self.services.db.session() as session:
             stored = await session.get(Action, action.id)
             assert stored is not None
