@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import SignInRequired
+from api.metrics import ScimMetrics
 from api.pages import STATIC_DIR
 from api.routes import (
     evidence,
@@ -21,6 +22,7 @@ from api.routes import (
     integrations,
     jobs,
     login,
+    metrics,
     pages,
     scim,
 )
@@ -55,6 +57,8 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
     app.state.settings = settings
     app.state.scim_services = ScimServices(settings)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.add_middleware(ScimMetrics)
     app.include_router(scim.router)
     app.include_router(jobs.router)
     app.include_router(evidence.router)

@@ -1,11 +1,13 @@
-"""Readiness and the queue: what `/readyz` and `usher status` report.
+"""Readiness and the queue: what `/readyz`, `usher status` and the API's `/metrics` report.
 
 Ready means the database and Redis answer and at least one worker's heartbeat is fresh:
 an API whose jobs nobody runs is not ready, however well it answers. The queue's depth
-comes from the database, the source of truth, never from Redis.
+comes from the database, the source of truth, never from Redis; it is read through a
+reader, so a look never takes SQLite's write lock.
 """
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 
 from pydantic import BaseModel, computed_field
@@ -13,11 +15,15 @@ from redis.asyncio import Redis
 from sqlalchemy import func, text
 from sqlmodel import col, select
 
-from engine.constants import HEALTH_CHECK_TIMEOUT_S, HEARTBEAT_TTL_S
+from engine import metrics
+from engine.constants import HEALTH_CHECK_TIMEOUT_S, HEARTBEAT_TTL_S, METRICS_READ_TIMEOUT_S
+from engine.jobs.breaker import BreakerState
 from engine.jobs.heartbeat import live_heartbeats
-from engine.jobs.state import LIVE
+from engine.jobs.state import LIVE, PENDING
 from engine.storage.db import Database
-from engine.storage.models import Job, JobStatus, Lane, utcnow
+from engine.storage.models import Integration, Job, JobStatus, Lane, utcnow
+
+log = logging.getLogger(__name__)
 
 DATABASE, REDIS, WORKERS = "database", "redis", "workers"
 
@@ -131,7 +137,7 @@ async def check_readiness(db: Database, redis: Redis | None, *, no_redis: str = 
 async def queue_report(db: Database) -> QueueReport:
     """Count the live jobs of each lane by state and find the oldest queued one."""
     depth = {lane: LaneDepth(lane=lane) for lane in Lane}
-    async with db.session() as session:
+    async with db.reader() as session:
         counts = await session.exec(
             select(Job.lane, Job.status, func.count())
             .where(col(Job.status).in_(LIVE))
@@ -156,3 +162,43 @@ async def queue_report(db: Database) -> QueueReport:
             age_s=round((utcnow() - oldest.created_at).total_seconds(), 1),
         )
     return report
+
+
+async def database_view(db: Database) -> metrics.DatabaseView:
+    """Read what the database alone knows for /metrics: the queue and every breaker."""
+    report = await queue_report(db)
+    async with db.reader() as session:
+        rows = await session.exec(
+            select(Integration.id, Integration.app, Integration.breaker).order_by(
+                col(Integration.id)
+            )
+        )
+        breakers = [(integration_id, app, breaker) for integration_id, app, breaker in rows]
+    jobs = {
+        (lane.lane, job_state): getattr(lane, job_state, 0)
+        for lane in report.lanes
+        for job_state in LIVE
+    }
+    pending = {
+        lane.lane: sum(getattr(lane, job_state, 0) for job_state in PENDING)
+        for lane in report.lanes
+    }
+    oldest = report.oldest_queued.age_s if report.oldest_queued is not None else 0.0
+    return metrics.DatabaseView(
+        jobs=jobs,
+        pending=pending,
+        oldest_queued_s=max(oldest, 0.0),
+        breakers=breakers,
+        breaker_states=list(BreakerState),
+    )
+
+
+async def scrape(db: Database, accept: str | None) -> tuple[bytes, str]:
+    """Return the API process's metrics with the database's; without them if it is slow."""
+    try:
+        async with asyncio.timeout(METRICS_READ_TIMEOUT_S):
+            view = await database_view(db)
+    except Exception as error:
+        log.warning("metrics: the database could not be read: %s", _first_line(error))
+        view = None
+    return metrics.exposition(view, accept)
