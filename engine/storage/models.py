@@ -210,6 +210,60 @@ class GroupMapping(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+ASSIGNMENT_DUE_SQL = "expired_at IS NULL AND revoked_at IS NULL AND expires_at IS NOT NULL"
+"""The assignments the expiry timer still has to look at."""
+
+
+class Assignment(SQLModel, table=True):
+    """An entitlement value granted to one identity directly, through the assignments API.
+
+    The fourth source of desired state, beside the user's attributes, named groups and
+    mappings. It grants while neither revoked nor expired and before `expires_at`; the
+    expiry timer marks it expired once and queues its identity's job.
+    """
+
+    __table_args__ = (
+        Index("ix_assignment_identity", "identity_id", "created_at"),
+        Index("ix_assignment_listing", "integration_id", "created_at", "id"),
+        Index(
+            "ix_assignment_due",
+            "expires_at",
+            sqlite_where=text(ASSIGNMENT_DUE_SQL),
+            postgresql_where=text(ASSIGNMENT_DUE_SQL),
+        ),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", max_length=32)
+    identity_id: str = Field(foreign_key="identity.id", max_length=32)
+    value: str = Field(max_length=500, description="An entitlement value of the catalogue.")
+    reason: str = Field(max_length=500, description="Why, as the ticket says; plans show it.")
+    created_by: str = Field(max_length=200, description="The API key or operator who asked.")
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = Field(default=None, max_length=200)
+    expired_at: datetime | None = Field(
+        default=None, description="When the expiry timer ended it and queued its identity."
+    )
+
+
+class AssignmentRequest(SQLModel, table=True):
+    """A POST of an assignment under an Idempotency-Key: a retry gets the first answer back."""
+
+    __tablename__ = "assignment_request"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "idempotency_key", name="uq_assignment_request_key"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", max_length=32)
+    idempotency_key: str = Field(max_length=255)
+    request_sha256: str = Field(max_length=64, description="The request body's fingerprint.")
+    assignment_id: str | None = Field(default=None, foreign_key="assignment.id", max_length=32)
+    status_code: int = Field(default=201)
+    response: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class AppAccount(SQLModel, table=True):
     """An identity's account in the app: what Usher granted, apart from what it observed.
 
@@ -445,6 +499,19 @@ class ApiToken(SQLModel, table=True):
     )
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
+
+
+class IntegrationKey(SQLModel, table=True):
+    """An API key of one integration, for its assignments API only; only its hash is stored."""
+
+    __tablename__ = "integration_key"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
+    name: str = Field(max_length=200)
+    key_hash: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
 
 
 class AuditEvent(SQLModel, table=True):
