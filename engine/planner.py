@@ -1,9 +1,10 @@
 """Compute what an account should be now, and the actions that get it there.
 
 Pure functions of plain data: the identity, the groups it is a live member of, the
-integration's mappings and the app's template. Three sources grant an entitlement value,
-merged: the user's own `entitlements` and `roles`, a pushed group named after the value
-(displayName or externalId), and a mapping of a group named otherwise. A value is revoked
+integration's mappings, the identity's live direct assignments and the app's template.
+Four sources grant an entitlement value, merged: the user's own `entitlements` and `roles`,
+a pushed group named after the value (displayName or externalId), a mapping of a group
+named otherwise, and an assignment made through the assignments API. A value is revoked
 only when no source grants it any more; of the exclusive values granted, the highest rank
 wins, and when none is granted the account keeps its role.
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.apps.assignments import assignment_source
 from engine.apps.grants import NO_GROUPS, GroupSources, group_grants
 from engine.apps.ownership import NOT_AUTHORITATIVE, Ownership
 from engine.apps.profile import user_variables
@@ -98,6 +100,8 @@ def granted(
     for group in groups.groups:
         for value, source in group_grants(group, groups.mappings, catalogue):
             grant(value, source)
+    for assigned in groups.assignments:
+        grant(assigned.value, assignment_source(assigned))
     return {value: tuple(found) for value, found in sorted(sources.items())}
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.apps.assignments import AssignmentGrant, live_assignments
 from engine.storage.models import GroupMapping, Membership, ScimGroup
 
 
@@ -60,14 +61,16 @@ class MappingRule:
 
 @dataclass(frozen=True)
 class GroupSources:
-    """An identity's live groups and its integration's mappings: plain data for the planner."""
+    """An identity's live groups, its integration's mappings and its live direct assignments:
+    plain data for the planner."""
 
     groups: tuple[GroupRef, ...] = ()
     mappings: tuple[MappingRule, ...] = ()
+    assignments: tuple[AssignmentGrant, ...] = ()
 
 
 NO_GROUPS = GroupSources()
-"""No group, no mapping: only the user's own attributes grant."""
+"""No group, no mapping, no assignment: only the user's own attributes grant."""
 
 
 def group_source(group: GroupRef) -> str:
@@ -109,14 +112,20 @@ def name_key(name: str) -> str:
 
 @dataclass(frozen=True)
 class GroupDirectory:
-    """The live groups of some identities of one integration, and its mappings."""
+    """The live groups and assignments of some identities of one integration, and its
+    mappings."""
 
     by_member: Mapping[str, tuple[GroupRef, ...]] = field(default_factory=dict)
     mappings: tuple[MappingRule, ...] = ()
+    assigned: Mapping[str, tuple[AssignmentGrant, ...]] = field(default_factory=dict)
 
     def of(self, identity_id: str) -> GroupSources:
-        """Return what the planner needs about one identity's groups."""
-        return GroupSources(self.by_member.get(identity_id, ()), self.mappings)
+        """Return what the planner needs about one identity's groups and assignments."""
+        return GroupSources(
+            self.by_member.get(identity_id, ()),
+            self.mappings,
+            self.assigned.get(identity_id, ()),
+        )
 
 
 async def mapping_rules(session: AsyncSession, integration_id: str) -> tuple[MappingRule, ...]:
@@ -133,9 +142,10 @@ async def mapping_rules(session: AsyncSession, integration_id: str) -> tuple[Map
 async def load_groups(
     session: AsyncSession, integration_id: str, identity_id: str | None = None
 ) -> GroupDirectory:
-    """Load the live groups of one identity (or of every member) and the mappings.
+    """Load the live groups and assignments of one identity (or of all), and the mappings.
 
-    A deleted group is left out: it grants nothing, though its rows stay for its job.
+    A deleted group is left out: it grants nothing, though its rows stay for its job; so is
+    an assignment revoked, expired or past its `expires_at`.
     """
     query = (
         select(Membership.member_id, ScimGroup.id, ScimGroup.display_name, ScimGroup.external_id)
@@ -151,13 +161,14 @@ async def load_groups(
     return GroupDirectory(
         {member: tuple(groups) for member, groups in by_member.items()},
         await mapping_rules(session, integration_id),
+        await live_assignments(session, integration_id, identity_id),
     )
 
 
 async def group_sources_of(
     session: AsyncSession, integration_id: str, identity_id: str
 ) -> GroupSources:
-    """Load what the planner needs about one identity's groups, as a job does."""
+    """Load what the planner needs about one identity's groups and assignments, as a job does."""
     return (await load_groups(session, integration_id, identity_id)).of(identity_id)
 
 
