@@ -89,6 +89,20 @@ SCIM_MAX_RESULTS: Final = 200
 TOKEN_BYTES: Final = 32
 TOKEN_PREFIX_SCIM: Final = "usc_"
 TOKEN_PREFIX_API: Final = "uop_"
+TOKEN_PREFIX_INTEGRATION_KEY: Final = "uik_"
+"""An integration's API key: it opens that integration's assignments API and nothing else."""
+IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
+"""A client's key for one POST of an assignment: a retry under it gets the first answer."""
+IDEMPOTENCY_KEY_MAX: Final = 255
+"""The longest Idempotency-Key kept."""
+IDEMPOTENT_REPLAY_HEADER: Final = "Idempotent-Replayed"
+"""Set to `true` on an answer that repeats the first one given under its Idempotency-Key."""
+ASSIGNMENT_EXPIRY_BATCH: Final = 500
+"""The most expired assignments one maintenance pass ends; the next pass takes the rest."""
+ASSIGNMENT_LIST_LIMIT: Final = 500
+"""The most assignments one listing returns, newest first."""
+ASSIGNMENT_TTL_MAX_S: Final = 10 * 366 * 24 * 3600
+"""The longest `ttl_seconds` an assignment may ask for: ten years."""
 
 CHROMIUM_SYSTEM_PATH: Final = "/usr/bin/chromium"
 MIB: Final = 1024 * 1024

@@ -1,6 +1,6 @@
 """Each worker's maintenance, on its own timer beside the job slots: relay, sweep, probes,
-the audit pass (anchor the chain's head outside the database, prune old evidence) and the
-alerts (send the due webhook deliveries).
+the audit pass (anchor the chain's head outside the database, prune old evidence), the
+alerts (send the due webhook deliveries) and the expiry of direct assignments.
 
 A job slot may be busy for minutes; none of this may wait behind it, or a dead worker's
 jobs come back late and identities left behind stay behind. A failed pass (Redis or the
@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from engine.constants import PRUNE_BATCHES_PER_PASS, SWEEP_BATCH
+from engine.constants import ASSIGNMENT_EXPIRY_BATCH, PRUNE_BATCHES_PER_PASS, SWEEP_BATCH
 from engine.jobs.alerts import deliver_due
+from engine.jobs.assignments import expire_due
 from engine.jobs.probe import probe_due
 from engine.jobs.relay import relay
 from engine.jobs.runner import JobServices
@@ -63,14 +64,21 @@ async def audit_once(services: JobServices) -> None:
     await anchor_head(services.db, settings)
 
 
+async def expiry_once(services: JobServices) -> int:
+    """End the assignments past their expiry and deliver their identities' jobs."""
+    jobs = await expire_due(services.db, limit=ASSIGNMENT_EXPIRY_BATCH)
+    await services.queue.enqueue_all(jobs)
+    return len(jobs)
+
+
 async def alerts_once(services: JobServices) -> int:
     """Send the due webhook deliveries with the worker's services."""
     return await deliver_due(services.db, services.vault, services.settings)
 
 
 async def maintain(services: JobServices) -> None:
-    """Relay every `relay_every_s`, sweep every `sweep_every_s`, probe cooled breakers,
-    anchor and prune every `audit_every_s`, send due alerts.
+    """Relay and end expired assignments every `relay_every_s`, sweep every `sweep_every_s`,
+    probe cooled breakers, anchor and prune every `audit_every_s`, send due alerts.
 
     A probe signs in with a browser and an alert waits on its receiver, for seconds, so
     each runs as its own task and the relay stays on time; a new pass of either starts only
@@ -84,6 +92,7 @@ async def maintain(services: JobServices) -> None:
     try:
         while True:
             await _guarded("relay", relay_once(services))
+            await _guarded("expiry", expiry_once(services))
             if time.monotonic() >= next_sweep:
                 await _guarded("sweep", sweep_once(services))
                 next_sweep = time.monotonic() + settings.sweep_every_s
