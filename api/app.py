@@ -16,6 +16,7 @@ from api.deps import SignInRequired
 from api.metrics import ScimMetrics
 from api.pages import STATIC_DIR
 from api.routes import (
+    assignments,
     evidence,
     health,
     integration_pages,
@@ -63,6 +64,7 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(evidence.router)
     app.include_router(integrations.router)
+    app.include_router(assignments.router)
     app.state.sessions = Sessions(session_secret(settings))
     app.include_router(login.router)
     app.include_router(pages.router)

@@ -7,7 +7,9 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.apps.keys import is_integration_key, key_holder
 from engine.constants import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE
+from engine.jobs.assignments import Requester
 from engine.jobs.queue import JobQueue
 from engine.operators.sessions import Principal, Sessions, session_principal, token_principal
 from engine.settings import Settings
@@ -112,6 +114,51 @@ async def admin_operator(
 
 
 AdminOperator = Annotated[Principal, Depends(admin_operator)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def _key_requester(
+    db: Database, credentials: HTTPAuthorizationCredentials | None
+) -> Requester | None:
+    """Return the integration an API key speaks for; None for an operator; 401 for a bad key."""
+    if credentials is None or not is_integration_key(credentials.credentials):
+        return None
+    async with db.session() as session:
+        holder = await key_holder(session, credentials.credentials)
+    if holder is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "this API key is unknown or revoked (usher integrations keys ID lists them)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Requester(holder.actor, holder.integration_id)
+
+
+async def assignment_reader(
+    request: Request, db: DbDep, sessions: SessionsDep, credentials: BearerDep
+) -> Requester:
+    """Return who reads assignments: an integration's API key (its own), or any operator."""
+    by_key = await _key_requester(db, credentials)
+    if by_key is not None:
+        return by_key
+    principal = await current_operator(request, db, sessions, credentials)
+    return Requester(principal.name)
+
+
+async def assignment_writer(
+    request: Request, db: DbDep, sessions: SessionsDep, credentials: BearerDep
+) -> Requester:
+    """Return who changes assignments: an integration's API key (its own), or an admin."""
+    by_key = await _key_requester(db, credentials)
+    if by_key is not None:
+        return by_key
+    principal = await current_operator(request, db, sessions, credentials)
+    admin = await admin_operator(request, principal, sessions)
+    return Requester(admin.name)
+
+
+AssignmentReader = Annotated[Requester, Depends(assignment_reader)]
+AssignmentWriter = Annotated[Requester, Depends(assignment_writer)]
 
 
 async def page_operator(request: Request, db: DbDep, sessions: SessionsDep) -> Principal:

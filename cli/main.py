@@ -12,6 +12,7 @@ from cli.embedded import running_owner, served_by
 from cli.evidence import evidence
 from cli.flows import flows
 from cli.jobs import CLI_ACTOR, identities, jobs
+from cli.keys import create_key_command, keys_command, revoke_key_command
 from cli.logs import configure
 from cli.operators import operators
 from engine.apps.integrations import (
@@ -264,6 +265,11 @@ def integrations_rotate_token(
     """Replace an integration's SCIM token and print the new one, shown only once."""
     settings = settings_for(data_dir)
     typer.echo(run(lambda: in_session(settings, lambda s: rotate_token(s, integration_id))))
+
+
+integrations.command("create-key")(create_key_command)
+integrations.command("revoke-key")(revoke_key_command)
+integrations.command("keys")(keys_command)
 
 
 @integrations.command("resume")
