@@ -142,15 +142,38 @@ def serve(
 
 @app.command()
 def worker(
-    data_dir: DataDir = None, redis_url: RedisUrl = None, flows_dir: FlowsDir = None
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    flows_dir: FlowsDir = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve this worker's Prometheus metrics on this port at /metrics"
+            " (USHER_METRICS_PORT; 0: none).",
+        ),
+    ] = None,
 ) -> None:
     """Run one worker that reconciles accounts, against a real Redis."""
+    from api.metrics import MetricsUnavailable, WorkerMetrics
     from engine.jobs.worker import run_worker
 
-    settings = settings_for(data_dir, redis_url=redis_url, flows_dir=flows_dir)
+    settings = settings_for(
+        data_dir, redis_url=redis_url, flows_dir=flows_dir, metrics_port=metrics_port
+    )
     url = require_redis(settings, "worker")
     configure()
-    run(lambda: run_worker(settings, url))
+    try:
+        metrics = WorkerMetrics(settings) if settings.metrics_port else None
+    except MetricsUnavailable as error:
+        raise fail(str(error)) from None
+    if metrics is not None:
+        typer.echo(f"worker metrics at {metrics.url}", err=True)
+    try:
+        run(lambda: run_worker(settings, url))
+    finally:
+        if metrics is not None:
+            metrics.stop()
 
 
 @app.command()
