@@ -66,9 +66,12 @@ async def test_list_users_reads_every_account_once(
         "email": "bulk00@example.com",
         "name": "Bulk User00",
         "plan": "Free",
+        "roles": "",
         "status": "Deactivated",
         "page": "/users/u000004",
     }
+    alice = next(r for r in rows if r["email"] == "alice@acme.test")
+    assert (alice["roles"], alice["plan"]) == ("Admin", "Enterprise"), "the roles drift compares"
 
 
 async def test_an_account_arriving_mid_listing_repeats_no_row(
