@@ -38,6 +38,22 @@ PENDING_SQL = "status IN ('queued', 'retrying', 'waiting')"
 """The states of a job that has not started: at most one per identity and per group."""
 RUNNING_SQL = "status = 'running'"
 """At most one running job per identity and per group: the database guards single flight."""
+INVENTORY_SQL = "kind = 'inventory'"
+"""An inventory job: at most one pending and one running per integration."""
+
+
+class JobKind(StrEnum):
+    """What a job does: reconcile one identity (or fan a group out), or read the app's accounts."""
+
+    reconcile = "reconcile"
+    inventory = "inventory"
+
+
+class Onboarding(StrEnum):
+    """Whether an integration plans: not before its app's existing accounts are imported."""
+
+    importing = "importing"
+    ready = "ready"
 
 
 class Lane(StrEnum):
@@ -101,6 +117,24 @@ class Integration(SQLModel, table=True):
         default=False,
         sa_column_kwargs={"server_default": text("false")},
         description="A SCIM DELETE runs the app's delete_user, where its template declares one.",
+    )
+    onboarding: str = Field(
+        default=Onboarding.ready,
+        max_length=16,
+        sa_column_kwargs={"server_default": Onboarding.ready},
+        description="importing: its jobs wait until list_users has imported the app's existing "
+        "accounts; ready: it plans.",
+    )
+    remediate: bool = Field(
+        default=False,
+        sa_column_kwargs={"server_default": text("false")},
+        description="An inventory's drift is remedied (identities reconciled, orphans "
+        "deactivated), and only while the integration is also authoritative.",
+    )
+    next_inventory_at: datetime | None = Field(
+        default=None,
+        description="When the daily inventory is due next (None: now); a worker claims it by "
+        "compare-and-set, so one runs however many workers look.",
     )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -298,7 +332,61 @@ class AppAccount(SQLModel, table=True):
         description="The identity's generation a job last made the account match; the sweep "
         "brings back every identity whose generation is newer and has no live job.",
     )
+    observed_exists: bool | None = Field(
+        default=None,
+        description="Whether the last inventory listed the account; None: none looked yet.",
+    )
+    inventoried_at: datetime | None = Field(
+        default=None, description="When an inventory last looked for the account in the app."
+    )
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AppOrphan(SQLModel, table=True):
+    """An account the app lists that no identity owns, as the last inventory read it.
+
+    Kept apart from `app_account` (never a made-up identity); a job whose identity matches
+    it by the template's rule adopts it as found, so no one is invited twice.
+    """
+
+    __tablename__ = "app_orphan"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "app_key", name="uq_app_orphan_key"),
+        Index("ix_app_orphan_match", "integration_id", "match_key"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", max_length=32)
+    app_key: str = Field(max_length=500, description="The app's own id of the account.")
+    match_key: str | None = Field(
+        default=None, max_length=500, description="The matching column's value, as compared."
+    )
+    label: str = Field(max_length=500, description="The matching column's value as shown.")
+    active: bool | None = None
+    entitlements: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    protected: bool = Field(default=False, description="The service account or a listed one.")
+    first_seen_at: datetime = Field(default_factory=utcnow)
+    seen_at: datetime = Field(default_factory=utcnow)
+    deactivated_at: datetime | None = Field(
+        default=None, description="When a remediation deactivated it in the app."
+    )
+
+
+class DriftReport(SQLModel, table=True):
+    """What one inventory found: orphans, identities missing in the app, differences."""
+
+    __tablename__ = "drift_report"
+    __table_args__ = (Index("ix_drift_report_latest", "integration_id", "created_at"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", max_length=32)
+    job_id: str = Field(foreign_key="job.id", max_length=32)
+    created_at: datetime = Field(default_factory=utcnow)
+    imported: bool = Field(default=False, description="The onboarding import's report.")
+    accounts: int = Field(default=0, description="Accounts the app listed.")
+    orphans: int = 0
+    missing: int = 0
+    differing: int = 0
+    protected: int = 0
+    report: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 class Job(SQLModel, table=True):
@@ -337,6 +425,20 @@ class Job(SQLModel, table=True):
         Index("ix_job_status_not_before", "status", "not_before"),
         Index("ix_job_activity", "created_at", "id"),
         Index("ix_job_activity_integration", "integration_id", "created_at", "id"),
+        Index(
+            "uq_job_pending_inventory",
+            "integration_id",
+            unique=True,
+            sqlite_where=text(f"{INVENTORY_SQL} AND {PENDING_SQL}"),
+            postgresql_where=text(f"{INVENTORY_SQL} AND {PENDING_SQL}"),
+        ),
+        Index(
+            "uq_job_running_inventory",
+            "integration_id",
+            unique=True,
+            sqlite_where=text(f"{INVENTORY_SQL} AND {RUNNING_SQL}"),
+            postgresql_where=text(f"{INVENTORY_SQL} AND {RUNNING_SQL}"),
+        ),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     integration_id: str = Field(foreign_key="integration.id", index=True, max_length=32)
@@ -354,6 +456,12 @@ class Job(SQLModel, table=True):
         default_factory=list,
         sa_column=Column(JSON, nullable=False, server_default="[]"),
         description="A group job's members that joined or left: one row, however many.",
+    )
+    kind: str = Field(
+        default=JobKind.reconcile,
+        max_length=16,
+        sa_column_kwargs={"server_default": JobKind.reconcile},
+        description="inventory: read the app's accounts with list_users (no identity, no group).",
     )
     status: str = Field(default=JobStatus.queued, max_length=16)
     lane: str = Field(
