@@ -84,6 +84,36 @@ class Limits(BaseModel):
     actions_per_minute: int = Field(default=60, ge=1)
 
 
+UNMATCHABLE = frozenset({"active", "entitlements", "roles"})
+"""User variables that name no one: an inventory never matches on them."""
+
+
+class MatchRule(BaseModel):
+    """How an account the app lists is matched to an identity: a `user.*` variable against
+    a column of `list_users`' rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    attribute: str = Field(description="The user.* variable compared, e.g. email.")
+    column: str = Field(min_length=1, description="The list_users column compared with it.")
+    case_insensitive: bool = True
+
+
+class Inventory(BaseModel):
+    """What `list_users` reads: which rows, and which columns say what about an account."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: str = Field(min_length=1, description="The extract_rows `into` holding the accounts.")
+    key: str = Field(min_length=1, description="The column with the app's own id of an account.")
+    match: MatchRule
+    status: str | None = Field(
+        default=None, description="A column saying Active, Deactivated, ... (words as for create)."
+    )
+    entitlements: list[str] = Field(
+        default_factory=list,
+        description="Columns listing entitlement labels or values, comma-separated.",
+    )
+
+
 class AppTemplate(BaseModel):
     """The template of an app, shared by every integration of it."""
 
@@ -105,6 +135,11 @@ class AppTemplate(BaseModel):
         description="The secret holding the service account's username (admin_username "
         "when unset); that account is never provisioned into.",
     )
+    inventory: Inventory | None = Field(
+        default=None,
+        description="How list_users' rows are read and matched to identities: drift reports "
+        "and the onboarding import need it.",
+    )
     folder: Path = Field(default=Path(), exclude=True)
 
     @model_validator(mode="after")
@@ -118,6 +153,27 @@ class AppTemplate(BaseModel):
         if unknown:
             raise ValueError(f"unknown user attributes {unknown}; known: {self.user_variables}")
         return self
+
+    @model_validator(mode="after")
+    def _inventory_matchable(self) -> "AppTemplate":
+        """Refuse an inventory matched on a variable that names no one or that Usher lacks."""
+        if self.inventory is None:
+            return self
+        attribute = self.inventory.match.attribute
+        if attribute not in self.user_variables or attribute in UNMATCHABLE:
+            raise ValueError(
+                f"inventory.match.attribute {attribute!r} names no one;"
+                f" known: {[v for v in self.user_variables if v not in UNMATCHABLE]}"
+            )
+        return self
+
+    @property
+    def can_inventory(self) -> bool:
+        """Tell whether Usher can read this app's accounts: list_users and how to read it.
+
+        Without list_users `usher flows check` notes what drift lacks; the template stands.
+        """
+        return self.inventory is not None and "list_users" in self.actions
 
     @property
     def user_variables(self) -> list[str]:
