@@ -45,6 +45,13 @@ ACTION_BACKOFF_S: Final = (1.0, 3.0, 8.0)
 """The pause before an action's 2nd, 3rd, 4th+ try after a transient fault."""
 SWEEP_BATCH: Final = 500
 """The most identities one sweep pass queues; the next pass takes the rest."""
+IMPORT_RETRY_S: Final = 300.0
+"""After an integration's import was queued, the next try of it is due this much later
+should it not have ended (its app refused, its flow broke)."""
+DRIFT_DEACTIVATE_MAX: Final = 50
+"""The most orphans one remediating inventory deactivates; the next run takes the rest."""
+RECONCILE_WAIT_S: Final = 300.0
+"""How long `usher reconcile` waits for its inventory by default before giving up waiting."""
 GROUP_FANOUT_BATCH: Final = 500
 """Members of a group job fanned out into identity jobs per transaction, in the worker."""
 RETRY_JITTER: Final = 0.2

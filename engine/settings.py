@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How often each worker reclaims lapsed jobs and delivers due ones.",
     )
+    inventory_every_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How often each integration's accounts are read with list_users for its "
+        "drift report (daily); one worker runs it, however many look.",
+    )
     audit_key: str | None = Field(
         default=None,
         description="Signs the audit chain's anchors (HMAC-SHA256); default: a random key kept "

@@ -177,23 +177,53 @@ class Connected:
 
 
 async def connect_acme(
-    usher: Usher, db: Database, acme: AcmeServer, *, path: str = ""
+    usher: Usher,
+    db: Database,
+    acme: AcmeServer,
+    *,
+    path: str = "",
+    import_accounts: bool = False,
+    secrets: bool = True,
 ) -> Connected:
     """Create an Acme integration with the service account's secrets, at a path if given."""
-    return await connect_acme_at(usher.api, usher.settings, db, acme, path=path)
+    return await connect_acme_at(
+        usher.api,
+        usher.settings,
+        db,
+        acme,
+        path=path,
+        import_accounts=import_accounts,
+        secrets=secrets,
+    )
 
 
 async def connect_acme_at(
-    api: str, settings: Settings, db: Database, acme: AcmeServer, *, path: str = ""
+    api: str,
+    settings: Settings,
+    db: Database,
+    acme: AcmeServer,
+    *,
+    path: str = "",
+    import_accounts: bool = False,
+    secrets: bool = True,
 ) -> Connected:
-    """Create an Acme integration on the Usher serving `api` over `settings`' data dir."""
+    """Create an Acme integration on the Usher serving `api` over `settings`' data dir.
+
+    It skips the onboarding import unless asked (`import_accounts`): the tests' Acme holds
+    only its three seed users, and the tests that meet them prove what a create does when
+    it finds an account already there (the path a skipped import leaves); the import and
+    its waiting jobs are proven in tests/e2e/test_drift.py. Without `secrets` the service
+    account is left unset, as an IT admin who has not typed it yet.
+    """
     async with db.session() as session:
         integration, token = await create_integration(
-            session, settings, app="acme", base_url=acme.url + path
+            session, settings, app="acme", base_url=acme.url + path, import_accounts=import_accounts
         )
-        vault = Vault.from_path(settings.vault_key_path)
-        state = acme.state
-        await set_secrets(session, settings, vault, integration.id, state.service_account())
+        if secrets:
+            vault = Vault.from_path(settings.vault_key_path)
+            await set_secrets(
+                session, settings, vault, integration.id, acme.state.service_account()
+            )
         operator = await create_api_token(session, "tests")
     scim_url = f"{api}/scim/v2/{integration.id}"
     return Connected(integration.id, token, operator, scim_url)

@@ -1,6 +1,6 @@
 """Integrations and operator tokens: create, configure, describe."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
@@ -25,6 +25,7 @@ from engine.storage.models import (
     AuditEvent,
     Identity,
     Integration,
+    Onboarding,
     Role,
     utcnow,
 )
@@ -45,21 +46,41 @@ def check_base_url(url: str) -> str:
 
 
 async def create_integration(
-    session: AsyncSession, settings: Settings, *, app: str, base_url: str, name: str | None = None
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    app: str,
+    base_url: str,
+    name: str | None = None,
+    import_accounts: bool = True,
 ) -> tuple[Integration, str]:
-    """Create an integration and return it with its SCIM token, shown only this once."""
+    """Create an integration and return it with its SCIM token, shown only this once.
+
+    It starts `importing` when its app can list its accounts: its jobs wait until the
+    accounts already in the app are imported. `import_accounts=False` is for an app known
+    to hold no accounts yet: it plans at once, and its first inventory is a day later.
+    """
     template = load_app(settings.flows_dir, app)
     token = new_token(TOKEN_PREFIX_SCIM)
+    importing = import_accounts and template.can_inventory
     integration = Integration(
         app=template.name,
         name=name or template.label,
         base_url=check_base_url(base_url),
         scim_token_hash=hash_token(token),
+        onboarding=Onboarding.importing if importing else Onboarding.ready,
+        next_inventory_at=None
+        if importing
+        else utcnow() + timedelta(seconds=settings.inventory_every_s),
     )
     session.add(integration)
     session.add(
         AuditEvent(
-            actor="cli", event="integration.created", integration_id=integration.id, target=app
+            actor="cli",
+            event="integration.created",
+            integration_id=integration.id,
+            target=app,
+            detail={"onboarding": integration.onboarding},
         )
     )
     await session.commit()
@@ -222,6 +243,9 @@ class IntegrationView(BaseModel):
     delete_users: bool = False
     protected_accounts: list[str] = []
     observed_accounts: list[ObservedAccount] = []
+    onboarding: str = Onboarding.ready
+    remediate: bool = False
+    next_inventory_at: datetime | None = None
     created_at: datetime
 
 
@@ -272,6 +296,9 @@ async def describe_integration(
         delete_users=integration.delete_users,
         protected_accounts=list(integration.protected_accounts),
         observed_accounts=await observed_accounts(session, integration.id),
+        onboarding=integration.onboarding,
+        remediate=integration.remediate,
+        next_inventory_at=integration.next_inventory_at,
         created_at=integration.created_at,
     )
 
@@ -304,6 +331,7 @@ async def set_ownership(
     authoritative: bool | None = None,
     delete_users: bool | None = None,
     protected_accounts: list[str] | None = None,
+    remediate: bool | None = None,
     actor: str,
 ) -> Integration:
     """Change what an integration's jobs may touch; audited; committed.
@@ -316,6 +344,8 @@ async def set_ownership(
         integration.authoritative = changed["authoritative"] = authoritative
     if delete_users is not None:
         integration.delete_users = changed["delete_users"] = delete_users
+    if remediate is not None:
+        integration.remediate = changed["remediate"] = remediate
     if protected_accounts is not None:
         cleaned = clean_protected(protected_accounts)
         integration.protected_accounts = changed["protected_accounts"] = cleaned
@@ -333,6 +363,14 @@ async def set_ownership(
     await session.commit()
     await session.refresh(integration)
     return integration
+
+
+ONBOARDING_SAYS = {
+    Onboarding.importing: "importing: plans nothing until the accounts already in the app are"
+    " imported (its jobs wait)",
+    Onboarding.ready: "ready: plans",
+}
+"""What each onboarding state means, for a terminal."""
 
 
 def render_integration(view: IntegrationView) -> str:
@@ -376,6 +414,13 @@ def render_integration(view: IntegrationView) -> str:
     lines.append(f"on DELETE    {'delete_user' if view.delete_users else 'deactivate and revoke'}")
     protected = ", ".join(view.protected_accounts) or "none"
     lines.append(f"protected    service account, {protected}")
+    lines.append(f"onboarding   {ONBOARDING_SAYS[view.onboarding]}")
+    drift = (
+        "remedied: differing identities reconciled, orphans deactivated"
+        if view.remediate and view.authoritative
+        else "reported only (remedied when authoritative and set-remediate on)"
+    )
+    lines.append(f"drift        {drift}")
     if view.observed_accounts:
         lines.append("found in the app before Usher (reported, not changed)")
         for found in view.observed_accounts:

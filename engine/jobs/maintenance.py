@@ -1,6 +1,7 @@
 """Each worker's maintenance, on its own timer beside the job slots: relay, sweep, probes,
 the audit pass (anchor the chain's head outside the database, prune old evidence), the
-alerts (send the due webhook deliveries) and the expiry of direct assignments.
+alerts (send the due webhook deliveries), the expiry of direct assignments and the
+inventories (each integration's import, then a daily one) it queues.
 
 A job slot may be busy for minutes; none of this may wait behind it, or a dead worker's
 jobs come back late and identities left behind stay behind. A failed pass (Redis or the
@@ -16,6 +17,7 @@ from collections.abc import Awaitable
 from engine.constants import ASSIGNMENT_EXPIRY_BATCH, PRUNE_BATCHES_PER_PASS, SWEEP_BATCH
 from engine.jobs.alerts import deliver_due
 from engine.jobs.assignments import expire_due
+from engine.jobs.inventory import schedule_due
 from engine.jobs.probe import probe_due
 from engine.jobs.relay import relay
 from engine.jobs.runner import JobServices
@@ -76,9 +78,21 @@ async def alerts_once(services: JobServices) -> int:
     return await deliver_due(services.db, services.vault, services.settings)
 
 
+async def inventory_once(services: JobServices) -> int:
+    """Queue the due inventories (daily, or an integration's import) and deliver them.
+
+    Queuing is a compare-and-set in the database: however many workers pass, each
+    integration's run is queued once; the run itself takes a job slot like any job.
+    """
+    jobs = await schedule_due(services.db, services.settings, services.vault)
+    await services.queue.enqueue_all(jobs)
+    return len(jobs)
+
+
 async def maintain(services: JobServices) -> None:
-    """Relay and end expired assignments every `relay_every_s`, sweep every `sweep_every_s`,
-    probe cooled breakers, anchor and prune every `audit_every_s`, send due alerts.
+    """Relay, end expired assignments and queue due inventories every `relay_every_s`, sweep
+    every `sweep_every_s`, probe cooled breakers, anchor and prune every `audit_every_s`,
+    send due alerts.
 
     A probe signs in with a browser and an alert waits on its receiver, for seconds, so
     each runs as its own task and the relay stays on time; a new pass of either starts only
@@ -99,6 +113,7 @@ async def maintain(services: JobServices) -> None:
             if time.monotonic() >= next_audit:
                 await _guarded("audit", audit_once(services))
                 next_audit = time.monotonic() + settings.audit_every_s
+            await _guarded("inventory", inventory_once(services))
             if probing is None or probing.done():
                 probing = asyncio.create_task(_guarded("probe", probe_due(services)))
             if alerting is None or alerting.done():

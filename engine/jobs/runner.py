@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from engine.constants import (
     PACE_WAITS,
     RETRY_JITTER,
 )
-from engine.jobs import events, state
+from engine.jobs import events, inventory, state
 from engine.jobs.breaker import Breaker, BreakerOpen, is_open
 from engine.jobs.gate import Gate
 from engine.jobs.queue import REDIS_DOWN, JobQueue
@@ -54,6 +55,7 @@ from engine.storage.models import (
     Identity,
     Integration,
     Job,
+    JobKind,
     JobStatus,
     Lane,
     Step,
@@ -75,6 +77,8 @@ class _Run:
     lease: state.Lease
     positions: int = 0
     relogged: bool = False
+    subject: str | None = None
+    """The app's key of an account the job acts on without an identity (an orphan)."""
 
     def next_position(self) -> int:
         """Return the next action's position in the job."""
@@ -248,8 +252,12 @@ class JobRunner:
         await events.publish(services.redis, job.id, "start", attempt=job.attempt)
         renewer = asyncio.create_task(self._renew_lease(lease))
         try:
-            if job.group_id is not None:
+            if job.kind == JobKind.inventory:
+                status = await self._inventory(job, lease)
+            elif job.group_id is not None:
                 status = await self._expand_group(job, lease)
+            elif (waited := await inventory.wait_for_import(services.db, lease)) is not None:
+                status = waited
             else:
                 status = await self._reconcile(job, lease)
         except RedisError as error:
@@ -368,7 +376,8 @@ class JobRunner:
     ]:
         """Load what the job reconciles, the identity's groups and what Usher may touch.
 
-        A new account's row is made here.
+        A new account's row is made here; an account the last inventory found unowned and
+        the template's rule gives to this identity is adopted as found.
         """
         async with self.services.db.session() as session:
             integration = await session.get(Integration, job.integration_id)
@@ -377,13 +386,16 @@ class JobRunner:
             account = (
                 await session.exec(select(AppAccount).where(AppAccount.identity_id == identity.id))
             ).first()
-            if account is None:
-                account = AppAccount(integration_id=integration.id, identity_id=identity.id)
+            template = load_app(self.services.settings.flows_dir, integration.app)
+            if account is None or not account.exists:
+                account = account or AppAccount(
+                    integration_id=integration.id, identity_id=identity.id
+                )
                 session.add(account)
+                await inventory.adopt_orphan(session, template, identity, account)
                 await session.commit()
             secrets = await self.services.vault.secrets_of(session, integration.id)
             groups = await group_sources_of(session, integration.id, identity.id)
-        template = load_app(self.services.settings.flows_dir, integration.app)
         ownership = ownership_of(integration, template, secrets)
         return integration, template, identity, account, secrets, groups, ownership
 
@@ -413,27 +425,8 @@ class JobRunner:
             "account": {"key": account.app_key},
             "integration": {"id": integration.id, "base_url": integration.base_url.rstrip("/")},
         }
-        run_context = build_run(
-            base_url=integration.base_url,
-            template=template,
-            secrets=secrets,
-            variables=variables,
-            ledger=self.services.ledger,
-            account=integration.id,
-            step_timeout_ms=self.services.settings.step_timeout_ms,
-            halt=self._halt,
-        )
-        async with db.session() as session:
-            kept = await load_session(session, self.services.vault, integration.id)
-        services = self.services
-        state_kept = kept.state if kept else None
-        async with open_runner(services.browsers, run_context, state_kept) as runner:
-            gate = Breaker(
-                db, integration.id, threshold=services.settings.breaker_threshold, job_id=job.id
-            )
-            sign_in = SignIn(db, services.vault, services.redis, integration.id, kept, gate)
-            run = _Run(job, template, runner, sign_in, lease)
-            _, failure = await self._run_with_retries(run, PlannedAction("login"))
+        signed_in = self._signed_in(job, lease, integration, template, secrets, variables)
+        async with signed_in as (run, failure):
             for planned in the_plan.actions:
                 if failure is not None:
                     break
@@ -453,6 +446,136 @@ class JobRunner:
         if failure is None:
             return await self._succeed(lease, account, generation)
         return await self._fail(lease, failure, integration.id)
+
+    @contextlib.asynccontextmanager
+    async def _signed_in(
+        self,
+        job: Job,
+        lease: state.Lease,
+        integration: Integration,
+        template: AppTemplate,
+        secrets: dict[str, str],
+        variables: dict[str, Any],
+    ) -> AsyncIterator[tuple["_Run", FlowFailed | None]]:
+        """Open a guarded browser run for a job and sign it in (the kept session, else the
+        login flow behind the breaker); yield the run and the sign-in's failure, if any.
+
+        The flows of the run read `variables`, which the caller may change between actions.
+        """
+        services = self.services
+        run_context = build_run(
+            base_url=integration.base_url,
+            template=template,
+            secrets=secrets,
+            variables=variables,
+            ledger=services.ledger,
+            account=integration.id,
+            step_timeout_ms=services.settings.step_timeout_ms,
+            halt=self._halt,
+        )
+        async with services.db.session() as session:
+            kept = await load_session(session, services.vault, integration.id)
+        state_kept = kept.state if kept else None
+        async with open_runner(services.browsers, run_context, state_kept) as runner:
+            gate = Breaker(
+                services.db,
+                integration.id,
+                threshold=services.settings.breaker_threshold,
+                job_id=job.id,
+            )
+            sign_in = SignIn(
+                services.db, services.vault, services.redis, integration.id, kept, gate
+            )
+            run = _Run(job, template, runner, sign_in, lease)
+            _, failure = await self._run_with_retries(run, PlannedAction("login"))
+            yield run, failure
+
+    async def _inventory(self, job: Job, lease: state.Lease) -> str:
+        """Read the app's accounts with list_users, record them and their drift, end an
+        import; where the integration remedies, queue what differs and deactivate orphans."""
+        db = self.services.db
+        try:
+            integration, template, secrets, ownership = await self._load_integration(job)
+        except (AppError, VaultError) as error:
+            return await state.finish(db, lease, JobStatus.blocked, str(error))
+        if template.inventory is None:
+            return await state.finish(
+                db, lease, JobStatus.blocked, f"app {template.name} declares no inventory"
+            )
+        missing = [s.name for s in template.secrets if s.name not in secrets]
+        if missing:
+            blocked = lacking_secrets(integration.id, missing)
+            return await state.finish(db, lease, JobStatus.blocked, blocked)
+        variables: dict[str, Any] = {
+            "user": {},
+            "account": {"key": None},
+            "integration": {"id": integration.id, "base_url": integration.base_url.rstrip("/")},
+        }
+        signed_in = self._signed_in(job, lease, integration, template, secrets, variables)
+        async with signed_in as (run, failure):
+            outcome = None
+            if failure is None:
+                outcome, failure = await self._run_with_retries(run, PlannedAction("list_users"))
+                if failure is not None and await self._signed_in_again(run):
+                    outcome, failure = await self._run_with_retries(
+                        run, PlannedAction("list_users")
+                    )
+            if outcome is not None and failure is None:
+                failure = await self._record_inventory(run, ownership, variables, outcome)
+        if failure is None:
+            return await state.finish(db, lease, JobStatus.succeeded, None)
+        return await self._fail(lease, failure, integration.id)
+
+    async def _load_integration(
+        self, job: Job
+    ) -> tuple[Integration, AppTemplate, dict[str, str], Ownership]:
+        """Load the integration an inventory reads, its template, secrets and ownership."""
+        async with self.services.db.session() as session:
+            integration = await session.get(Integration, job.integration_id)
+            assert integration is not None
+            secrets = await self.services.vault.secrets_of(session, integration.id)
+        template = load_app(self.services.settings.flows_dir, integration.app)
+        return integration, template, secrets, ownership_of(integration, template, secrets)
+
+    async def _record_inventory(
+        self,
+        run: "_Run",
+        ownership: Ownership,
+        variables: dict[str, Any],
+        outcome: FlowOutcome,
+    ) -> FlowFailed | None:
+        """Record what list_users read, deliver the jobs it queued or released, and
+        deactivate the orphans a remediation names; a failure when no rows were read."""
+        spec = run.template.inventory
+        assert spec is not None
+        rows = outcome.rows.get(spec.rows)
+        if rows is None:
+            return FlowFailed(
+                f"list_users read no rows into {spec.rows!r} (inventory.rows in app.yaml)"
+            )
+        recorded = await inventory.record_inventory(
+            self.services.db, run.job, run.template, ownership, rows
+        )
+        await self.services.queue.enqueue_all([*recorded.queued, *recorded.released])
+        if recorded.deactivate:
+            await self._deactivate_orphans(run, variables, recorded)
+        return None
+
+    async def _deactivate_orphans(
+        self, run: "_Run", variables: dict[str, Any], recorded: inventory.Recorded
+    ) -> None:
+        """Deactivate each orphan a remediation names, each an action with its evidence."""
+        done: list[str] = []
+        failed: list[str] = []
+        for key in recorded.deactivate:
+            if not await self._still_owned(run.lease):
+                break
+            run.subject = key
+            variables["account"] = {"key": key}
+            _, failure = await self._run_with_retries(run, PlannedAction("deactivate_user"))
+            (failed if failure else done).append(key)
+        run.subject = None
+        await inventory.note_deactivations(self.services.db, recorded.report_id, done, failed)
 
     async def _succeed(self, lease: state.Lease, account: AppAccount, generation: int) -> str:
         """Note the identity generation the account now matches, then close the job.
@@ -522,7 +645,7 @@ class JobRunner:
             attempt=run.job.attempt,
             position=run.next_position(),
             name=planned.name,
-            target=planned.target,
+            target=planned.target or run.subject,
         )
         outcome: FlowOutcome | None = None
         failure: FlowFailed | None = None

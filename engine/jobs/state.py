@@ -28,7 +28,16 @@ from engine.constants import (
 from engine.jobs import alerts
 from engine.storage import audit
 from engine.storage.db import Database
-from engine.storage.models import Identity, Job, JobStatus, Lane, utcnow
+from engine.storage.models import (
+    Identity,
+    Integration,
+    Job,
+    JobKind,
+    JobStatus,
+    Lane,
+    Onboarding,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +161,21 @@ def _pending_query(identity_id: str | None, group_id: str | None):  # type: igno
     return select(Job).where(column == target, col(Job.status).in_(PENDING))
 
 
+def _flight(job: Job) -> list:
+    """Return what a job's single flight is keyed by: its identity, its group, or (for an
+    inventory) its integration."""
+    if job.kind == JobKind.inventory:
+        return [Job.integration_id == job.integration_id, Job.kind == JobKind.inventory]
+    if job.identity_id is not None:
+        return [Job.identity_id == job.identity_id]
+    return [Job.group_id == job.group_id]
+
+
+def _pending_of(job: Job):  # type: ignore[no-untyped-def]
+    """Return the query for the pending job of the same flight as a job."""
+    return select(Job).where(*_flight(job), col(Job.status).in_(PENDING))
+
+
 async def ensure_pending(
     session: AsyncSession,
     integration_id: str,
@@ -206,6 +230,30 @@ async def ensure_pending(
                 integration_id=integration_id,
                 superseded_by=job.id,
             )
+    return job
+
+
+async def ensure_inventory(session: AsyncSession, integration_id: str, *, actor: str) -> Job:
+    """Return the integration's pending inventory job, creating a queued one if there is none.
+
+    One pending inventory per integration (a partial unique index): a second request, or
+    another worker's daily pass, gets the same job.
+    """
+    query = select(Job).where(
+        Job.integration_id == integration_id,
+        Job.kind == JobKind.inventory,
+        col(Job.status).in_(PENDING),
+    )
+    existing = (await session.exec(query)).first()
+    if existing is not None:
+        return existing
+    job = Job(integration_id=integration_id, kind=JobKind.inventory)
+    try:
+        async with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        return (await session.exec(query)).one()
+    _audit(session, job.id, JobStatus.queued, actor=actor, integration_id=integration_id)
     return job
 
 
@@ -271,10 +319,8 @@ async def _wait_for_runner(session: AsyncSession, job_id: str, now: datetime) ->
     job = await session.get(Job, job_id)
     if job is None:
         return
-    column = Job.identity_id if job.identity_id is not None else Job.group_id
-    target = job.identity_id if job.identity_id is not None else job.group_id
     running = (
-        await session.exec(select(Job).where(column == target, Job.status == JobStatus.running))
+        await session.exec(select(Job).where(*_flight(job), Job.status == JobStatus.running))
     ).first()
     until = now + timedelta(seconds=BUSY_WAIT_MAX_S)
     if running is not None and running.lease_until is not None:
@@ -454,19 +500,60 @@ async def wait(db: Database, lease: Lease, reason: str) -> str:
         return await _status_of(session, lease.job_id)
 
 
-async def release_waiting(db: Database, integration_id: str) -> Sequence[Job]:
-    """Queue every job of an integration that waited for its breaker; return them to deliver."""
+async def wait_for_import(db: Database, lease: Lease, reason: str) -> str | None:
+    """Hold an owned attempt in `waiting` while its integration imports the app's accounts.
+
+    Returns None, writing nothing, when the integration is not importing. The integration's
+    row is written first, so the import's end (which writes it too, then releases the
+    waiting jobs) comes wholly before or wholly after this move: no job is left waiting.
+    """
     async with db.session() as session:
-        waiting = (
-            await session.exec(
-                select(Job).where(
-                    Job.integration_id == integration_id, Job.status == JobStatus.waiting
-                )
+        job = await session.get(Job, lease.job_id)
+        if job is None:
+            return None
+        importing = await session.exec(
+            update(Integration)
+            .where(
+                Integration.id == job.integration_id,
+                Integration.onboarding == Onboarding.importing,
             )
-        ).all()
+            .values(onboarding=Onboarding.importing)
+        )
+        if importing.rowcount != 1:
+            await session.rollback()
+            return None
+        values = {"status": JobStatus.waiting, "error": reason, "lease_until": None}
+        moved = await _try_update(session, update(Job).where(*_owned(lease)).values(**values))
+        if moved is None:
+            return await _supersede_owned(session, lease, reason)
+        if moved == 1:
+            _audit(
+                session,
+                lease.job_id,
+                JobStatus.waiting,
+                actor=lease.worker,
+                error=reason,
+                evidence=await audit.evidence_digest(session, lease.job_id),
+            )
+        await session.commit()
+        if moved == 1:
+            return JobStatus.waiting
+        return await _status_of(session, lease.job_id)
+
+
+async def release_waiting(
+    db: Database, integration_id: str, *, reason: str | None = None
+) -> Sequence[Job]:
+    """Queue every job of an integration that waited (for its breaker, or only those that
+    waited for `reason`); return them to deliver."""
+    waited = [Job.integration_id == integration_id, Job.status == JobStatus.waiting]
+    if reason is not None:
+        waited.append(Job.error == reason)
+    async with db.session() as session:
+        waiting = (await session.exec(select(Job).where(*waited))).all()
         released = await session.exec(
             update(Job)
-            .where(Job.integration_id == integration_id, Job.status == JobStatus.waiting)
+            .where(*waited)
             .values(status=JobStatus.queued, not_before=None)
             .returning(Job.id)
         )
@@ -483,7 +570,7 @@ async def _supersede_owned(session: AsyncSession, lease: Lease, error: str) -> s
     job = await session.get(Job, lease.job_id)
     if job is None:
         return JobStatus.superseded
-    newer = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
+    newer = (await session.exec(_pending_of(job))).first()
     result = await session.exec(
         update(Job)
         .where(*_owned(lease))
@@ -551,7 +638,7 @@ async def reclaim(db: Database, job_id: str, *, max_attempts: int) -> str | None
             session, update(Job).where(*lapsed).values(lease_until=None, **values)
         )
         if moved is None:
-            newer = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
+            newer = (await session.exec(_pending_of(job))).first()
             result = await session.exec(
                 update(Job)
                 .where(*lapsed)
@@ -650,10 +737,8 @@ async def release_held(db: Database, integration_id: str) -> Sequence[Job]:
 
 async def release_next(db: Database, job: Job) -> Sequence[Job]:
     """Return the pending job that waited for this finished one, due now."""
-    if job.identity_id is None and job.group_id is None:
-        return []
     async with db.session() as session:
-        pending = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
+        pending = (await session.exec(_pending_of(job))).first()
         if pending is None or pending.status not in DELIVERABLE:
             return []
         pending.not_before = None
@@ -701,7 +786,7 @@ async def retry(db: Database, job_id: str, *, actor: str = AUDIT_SYSTEM_ACTOR) -
             raise JobNotFound(f"no job {job_id}")
         if job.status not in RETRYABLE:
             raise JobStateError(f"job {job_id} is {job.status}; only a closed job can be retried")
-        pending = (await session.exec(_pending_query(job.identity_id, job.group_id))).first()
+        pending = (await session.exec(_pending_of(job))).first()
         if pending is not None:
             return pending
         previous, attempt = job.status, job.attempt
@@ -729,7 +814,7 @@ async def retry(db: Database, job_id: str, *, actor: str = AUDIT_SYSTEM_ACTOR) -
             )
         await session.commit()
         if moved is None:
-            return (await session.exec(_pending_query(job.identity_id, job.group_id))).one()
+            return (await session.exec(_pending_of(job))).one()
         if moved != 1:
             raise JobStateError(f"job {job_id} changed meanwhile; look again")
         await session.refresh(job)

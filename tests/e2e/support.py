@@ -100,9 +100,13 @@ def roles(acme: AcmeServer, email: str) -> set[str]:
 async def connect_without_secrets(
     usher: Usher, db: Database, acme: AcmeServer, connected: Connected
 ) -> Connected:
-    """Create a second Acme integration whose service account was never set: its jobs block."""
+    """Create a second Acme integration whose service account was never set: its jobs block.
+
+    It skips the onboarding import: without secrets none could run, and its jobs would wait
+    for it instead of blocking, which is what these tests prove.
+    """
     async with db.session() as session:
         bare, token = await create_integration(
-            session, usher.settings, app="acme", base_url=acme.url
+            session, usher.settings, app="acme", base_url=acme.url, import_accounts=False
         )
     return Connected(bare.id, token, connected.operator, f"{usher.api}/scim/v2/{bare.id}")
