@@ -7,10 +7,13 @@ from typing import Annotated
 import typer
 
 from cli.commands import fail, redis_beside_up, run, settings_for
+from cli.recorder import flows_import, flows_record
 from engine.apps.template import available_apps
 from engine.automation.check import check_app
 
 flows = typer.Typer(help="Check flows, replay one action, print the flow schema.")
+flows.command("import")(flows_import)
+flows.command("record")(flows_record)
 
 
 def _parse_vars(pairs: list[str]) -> dict[str, str]:

@@ -215,3 +215,6 @@ JOB_DURATION_BUCKETS_S: Final = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 3
 """Histogram buckets of one job attempt; arq stops one after JOB_TIMEOUT_S."""
 METRICS_READ_TIMEOUT_S: Final = 2.0
 """How long a scrape of the API's /metrics may read the database before it reports without."""
+
+RECORDER_MIN_SECRET_LEN = 4
+"""A stored secret shorter than this is too common a string to look for in a recording."""

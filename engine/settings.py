@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "secret", "usher"})
@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     )
     browser_args: list[str] = Field(default_factory=list)
     headless: bool = True
+    display: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("USHER_DISPLAY", "DISPLAY", "WAYLAND_DISPLAY"),
+        description="The screen `usher flows record` opens codegen on; unset: none here.",
+    )
     isolated_dns: bool = Field(
         default=False, description="Resolve only loopback hosts (tests and the demo)."
     )
