@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -24,7 +25,7 @@ from engine.jobs.views import (
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.evidence import evidence_store
-from engine.storage.models import JobStatus
+from engine.storage.models import JobKind, JobStatus
 
 T = TypeVar("T")
 CLI_ACTOR = "cli"
@@ -44,25 +45,46 @@ def jobs_list(
     integration: Annotated[str | None, typer.Option(help="Only this integration's jobs.")] = None,
     state: Annotated[JobStatus | None, typer.Option(help="Only jobs in this state.")] = None,
     user: Annotated[str | None, typer.Option(help="Part of a userName or name.")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only jobs that ran this action, e.g. deactivate_user.")
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(help="Created at or after (UTC), e.g. 2026-11-30 or 2026-11-30T08:00:00."),
+    ] = None,
+    until: Annotated[datetime | None, typer.Option(help="Created before this time (UTC).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """List jobs newest first: state, attempt, identity and actions."""
     settings = settings_for(data_dir)
-    wanted = ActivityFilter(integration_id=integration, status=state and state.value, user=user)
+    wanted = ActivityFilter(
+        integration_id=integration,
+        status=state and state.value,
+        user=user,
+        action=action,
+        since=since and _aware(since),
+        until=until and _aware(until),
+    )
     page = run(lambda: in_session(settings, lambda s: list_activity(s, wanted, limit=limit)))
     if as_json:
         typer.echo(json.dumps([row.model_dump(mode="json") for row in page.rows], indent=2))
         return
     typer.echo(f"{'created':<19}  {'job':<32}  {'state':<15}  try  who / actions")
     for row in page.rows:
-        who = row.user_name or (f"group {row.group_name}" if row.group_id else "-")
+        who = row.user_name or (f"group {row.group_name}" if row.group_id else None)
+        who = who or ("inventory" if row.kind == JobKind.inventory else "-")
         done = ", ".join(a.name + (f" {a.target}" if a.target else "") for a in row.actions)
         typer.echo(
             f"{row.created_at:%Y-%m-%d %H:%M:%S}  {row.id}  {row.status:<15}  {row.attempt:>3}"
             f"  {who}" + (f": {done}" if done else "")
         )
+
+
+def _aware(moment: datetime) -> datetime:
+    """Return a time typed without a zone as UTC, the zone every job time is stored in."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 async def _show(settings: Settings, job_id: str) -> list[str]:

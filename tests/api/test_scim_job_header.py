@@ -1,5 +1,7 @@
 """A script follows a SCIM write: the job id in X-Usher-Job, then `usher jobs ...` on it."""
 
+from datetime import UTC, datetime
+
 from engine.apps.integrations import set_secrets
 from engine.constants import JOB_ID_HEADER
 from engine.storage.db import Database
@@ -35,6 +37,11 @@ async def test_a_scim_write_names_its_job_and_the_cli_follows_it(
     assert shown.exit_code == 0 and "create_user: succeeded" in shown.output
     listed = usher_cli(usher, "jobs", "list", "--integration", connected.id, "--state", "succeeded")
     assert job_id in listed.output and "wanda.watch@example.com" in listed.output
+    today = f"{datetime.now(UTC):%Y-%m-%d}"
+    created = usher_cli(usher, "jobs", "list", "--action", "create_user", "--since", today)
+    assert job_id in created.output
+    for narrower in (["--action", "deactivate_user"], ["--until", today]):
+        assert job_id not in usher_cli(usher, "jobs", "list", *narrower).output, narrower
     assert connected.id in usher_cli(usher, "integrations", "list").output
 
     again = await scim_post(connected, okta_user("wanda.watch@example.com", "Wanda", "Watch"))
