@@ -14,6 +14,12 @@ CHANGES = [
     ("post", "/api/integrations/no-such-integration/mappings", {"group": "g", "value": "v"}),
     ("delete", "/api/integrations/no-such-integration/mappings?group=g", None),
     ("put", "/api/integrations/no-such-integration/ownership", {"authoritative": True}),
+    (
+        "post",
+        "/api/assignments",
+        {"integration_id": "no-such-integration", "user_name": "u", "value": "v", "reason": "r"},
+    ),
+    ("delete", "/api/assignments/no-such-assignment", None),
 ]
 """Every route that changes something; a refusal comes before the 404 of the unknown id."""
 
