@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cli.commands import fail, in_session, redis_for_up, run, settings_for, with_database
+from cli.drift import drift_command, reconcile_command
 from cli.embedded import running_owner, served_by
 from cli.evidence import evidence
 from cli.flows import flows
@@ -16,6 +17,7 @@ from cli.keys import create_key_command, keys_command, revoke_key_command
 from cli.logs import configure
 from cli.operators import operators
 from engine.apps.integrations import (
+    ONBOARDING_SAYS,
     create_api_token,
     create_integration,
     describe_integration,
@@ -210,14 +212,32 @@ def integrations_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print id, URL and token as JSON.")] = (
         False
     ),
+    skip_import: Annotated[
+        bool,
+        typer.Option(
+            "--skip-import",
+            help="The app holds no accounts yet: plan at once, without importing them first.",
+        ),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Create an integration and print its SCIM base URL and token, shown only once."""
+    """Create an integration and print its SCIM base URL and token, shown only once.
+
+    Its jobs wait until Usher has imported the accounts already in the app (list_users),
+    once its secrets are set; --skip-import is for an app known to be empty.
+    """
     settings = settings_for(data_dir)
     integration, token = run(
         lambda: in_session(
             settings,
-            lambda s: create_integration(s, settings, app=app_name, base_url=base_url, name=name),
+            lambda s: create_integration(
+                s,
+                settings,
+                app=app_name,
+                base_url=base_url,
+                name=name,
+                import_accounts=not skip_import,
+            ),
         )
     )
     result = {
@@ -231,6 +251,7 @@ def integrations_create(
     typer.echo(f"integration  {result['id']}")
     typer.echo(f"SCIM URL     {result['scim_base_url']}")
     typer.echo(f"SCIM token   {result['token']}")
+    typer.echo(f"onboarding   {ONBOARDING_SAYS[integration.onboarding]}")
     typer.echo("The token is shown only now; only its hash is stored.")
 
 
@@ -239,7 +260,7 @@ def integrations_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """List integrations: id, app, name, health and SCIM base URL."""
+    """List integrations: id, app, health, onboarding (importing or ready), name, SCIM URL."""
     settings = settings_for(data_dir)
     found = run(lambda: in_session(settings, list_integrations))
     rows = [
@@ -248,6 +269,7 @@ def integrations_list(
             "app": i.app,
             "name": i.name,
             "health": i.health,
+            "onboarding": i.onboarding,
             "scim_base_url": scim_base_url(settings, i),
         }
         for i in found
@@ -257,8 +279,8 @@ def integrations_list(
         return
     for row in rows:
         typer.echo(
-            f"{row['id']}  {row['app']:<10}  {row['health']:<16}  {row['name']}"
-            f"  {row['scim_base_url']}"
+            f"{row['id']}  {row['app']:<10}  {row['health']:<16}  {row['onboarding']:<9}"
+            f"  {row['name']}  {row['scim_base_url']}"
         )
 
 
@@ -468,6 +490,29 @@ def integrations_set_protected(
     integration = _set_ownership(settings, integration_id, protected_accounts=accounts or [])
     listed = ", ".join(integration.protected_accounts) or "none but the service account"
     typer.echo(f"integration {integration.id} protects: {listed}")
+
+
+@integrations.command("set-remediate")
+def integrations_set_remediate(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    value: OnOff,
+    data_dir: DataDir = None,
+) -> None:
+    """on: an inventory's drift is remedied (differing identities reconciled, orphans
+    deactivated), where the integration is also authoritative (default off)."""
+    settings = settings_for(data_dir)
+    integration = _set_ownership(settings, integration_id, remediate=on_off(value))
+    if not integration.remediate:
+        what = "drift is reported only"
+    elif integration.authoritative:
+        what = "drift is remedied: differing identities reconciled, orphans deactivated"
+    else:
+        what = "drift is remedied once it is also authoritative (set-authoritative on)"
+    typer.echo(f"integration {integration.id}: {what}; protected accounts are never touched")
+
+
+app.command("reconcile")(reconcile_command)
+app.command("drift")(drift_command)
 
 
 @app.command("plan")

@@ -16,6 +16,7 @@ from engine.apps.template import AppError
 from engine.apps.webhooks import WebhookView, describe_webhook
 from engine.jobs.breaker import resume
 from engine.jobs.groups import map_group, mappings_of, unmap_group
+from engine.jobs.inventory import DriftState, InventoryUnavailable, drift_of, queue_inventory
 from engine.jobs.preview import IntegrationPlan, plan_integration
 from engine.jobs.state import JobNotFound
 from engine.storage.vault import Vault
@@ -33,6 +34,49 @@ async def get_integration(
         return await describe_integration(session, settings, vault, integration_id)
     except IntegrationError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+
+
+@router.get("/{integration_id}/drift", response_model=DriftState)
+async def get_drift(
+    integration_id: str, _operator: CurrentOperator, session: SessionDep
+) -> DriftState:
+    """The latest drift report: orphans, identities missing in the app, what differs from what
+    Usher granted, protected accounts apart; and whether the integration is still importing."""
+    try:
+        return await drift_of(session, integration_id)
+    except IntegrationError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+
+
+class ReconcileOut(BaseModel):
+    """The inventory job queued (or already pending) to read the app's accounts."""
+
+    job_id: str
+    status: str
+
+
+@router.post(
+    "/{integration_id}/reconcile",
+    response_model=ReconcileOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+async def post_reconcile(
+    integration_id: str,
+    operator: AdminOperator,
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+) -> ReconcileOut:
+    """Read the app's accounts now (list_users); GET …/drift shows the report once it ran."""
+    vault = Vault.from_path(settings.vault_key_path)
+    try:
+        job = await queue_inventory(session, settings, vault, integration_id, actor=operator.name)
+    except InventoryUnavailable as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    except (IntegrationError, AppError) as error:
+        raise _refusal(error) from None
+    await queue.enqueue(job)
+    return ReconcileOut(job_id=job.id, status=job.status)
 
 
 @router.get("/{integration_id}/webhook", response_model=WebhookView)
@@ -174,6 +218,7 @@ class OwnershipIn(BaseModel):
     authoritative: bool | None = None
     delete_users: bool | None = None
     protected_accounts: list[str] | None = Field(default=None, max_length=1000)
+    remediate: bool | None = None
 
 
 class OwnershipOut(BaseModel):
@@ -183,13 +228,15 @@ class OwnershipOut(BaseModel):
     authoritative: bool
     delete_users: bool
     protected_accounts: list[str]
+    remediate: bool
 
 
 @router.put("/{integration_id}/ownership", response_model=OwnershipOut)
 async def put_ownership(
     integration_id: str, body: OwnershipIn, operator: AdminOperator, session: SessionDep
 ) -> OwnershipOut:
-    """Make the integration authoritative or not, opt in to delete_user, list protected accounts.
+    """Make the integration authoritative or not, opt in to delete_user, list protected accounts,
+    opt in to remedying drift (only where authoritative).
 
     It takes effect at each identity's next job; GET …/plan shows what that would do.
     """
@@ -200,6 +247,7 @@ async def put_ownership(
             authoritative=body.authoritative,
             delete_users=body.delete_users,
             protected_accounts=body.protected_accounts,
+            remediate=body.remediate,
             actor=operator.name,
         )
     except IntegrationError as error:
@@ -209,4 +257,5 @@ async def put_ownership(
         authoritative=integration.authoritative,
         delete_users=integration.delete_users,
         protected_accounts=list(integration.protected_accounts),
+        remediate=integration.remediate,
     )

@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
 from engine.constants import ACTIVITY_PAGE_SIZE
-from engine.storage.models import Action, Identity, Integration, Job, ScimGroup
+from engine.storage.models import Action, Identity, Integration, Job, JobKind, ScimGroup
 
 
 class ActivityFilter(BaseModel):
@@ -45,6 +45,8 @@ class ActivityRow(BaseModel):
     user_name: str | None
     group_id: str | None
     group_name: str | None
+    kind: str = JobKind.reconcile
+    """inventory: a run of list_users over the app's accounts, for no identity."""
     status: str
     attempt: int
     created_at: datetime
@@ -190,6 +192,7 @@ async def _rows(session: AsyncSession, jobs: list[Job]) -> list[ActivityRow]:
             user_name=users.get(job.identity_id) if job.identity_id else None,
             group_id=job.group_id,
             group_name=groups.get(job.group_id) if job.group_id else None,
+            kind=job.kind,
             status=job.status,
             attempt=job.attempt,
             created_at=job.created_at,

@@ -104,9 +104,21 @@ class Linked:
 
 
 def link_acme(usher: Usher, acme: AcmeServer, *, secrets: bool = True) -> Linked:
-    """Create an Acme integration with `usher integrations create`, and its secrets if asked."""
+    """Create an Acme integration with `usher integrations create`, and its secrets if asked.
+
+    `--skip-import`: the pages' tests read jobs they start themselves, not an import's (the
+    import and its waiting jobs are proven in tests/e2e/test_drift.py).
+    """
     made = usher_cli(
-        usher, "integrations", "create", "--app", "acme", "--base-url", acme.url, "--json"
+        usher,
+        "integrations",
+        "create",
+        "--app",
+        "acme",
+        "--base-url",
+        acme.url,
+        "--json",
+        "--skip-import",
     )
     assert made.exit_code == 0, made.output
     fields = json.loads(made.output)
