@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import AdminOperator, CurrentOperator, DbDep, EvidenceDep, QueueDep, SessionDep
 from engine.jobs.state import JobNotFound, JobStateError
@@ -35,6 +35,9 @@ class StepOut(BaseModel):
     status: str
     duration_ms: int
     locator: str | None
+    failed_locator: str | None = Field(
+        description="Set when only a fallback matched: what found nothing before `locator`."
+    )
     url: str | None
     error: str | None
     evidence: list[EvidenceOut]
@@ -50,6 +53,7 @@ class ActionOut(BaseModel):
     fragment_sha256: dict[str, str]
     attempt: int
     status: str
+    degraded: bool = Field(description="A step matched only through a fallback locator.")
     started_at: datetime
     finished_at: datetime | None
     error: str | None
@@ -76,6 +80,7 @@ class JobStateOut(BaseModel):
 class JobOut(JobStateOut):
     """A job with everything an operator reviews."""
 
+    degraded: bool = Field(description="One of its actions needed a fallback locator.")
     actions: list[ActionOut]
 
 
@@ -92,6 +97,7 @@ def job_out(record: JobRecord, request: Request, store: EvidenceStore) -> JobOut
     """Return a job record in its public shape."""
     return JobOut(
         **JobStateOut.model_validate(record.job, from_attributes=True).model_dump(),
+        degraded=any(action.degraded for action in record.actions),
         actions=[
             ActionOut(
                 **action.model_dump(exclude={"job_id", "position"}),

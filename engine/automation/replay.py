@@ -47,6 +47,8 @@ class PrintingSink:
             f"{result.position:>3}. {result.name:<40} {result.status:<8}"
             f" {result.duration_ms:>5} ms{locator}  {paths[0] if paths else '-'}"
         )
+        if result.failed_locator:
+            self.echo(f"     only through a fallback: {result.failed_locator} found nothing")
         if result.error:
             self.echo(f"     error: {result.error}")
 

@@ -79,6 +79,8 @@ class StepResult:
     locator: str | None
     url: str | None
     error: str | None = None
+    failed_locator: str | None = None
+    """Set when only a fallback matched: the locators tried before it, which found nothing."""
 
 
 @dataclass
@@ -158,6 +160,8 @@ class FlowRunner:
         self.calling: tuple[Fragment, dict[str, str]] | None = None
         self.focus: PwLocator | None = None
         """The element the current step acts on or asserts, outlined in its screenshot."""
+        self.missed: str | None = None
+        """The current step's locators that found nothing before one of its fallbacks did."""
         page.on("request", lambda request: self.network.append(("request", request.url)))
         page.on("requestfinished", lambda request: self.network.append(("response", request.url)))
         self.crashed = False
@@ -251,7 +255,7 @@ class FlowRunner:
         position, started = self.position, time.monotonic()
         if step.kind in ACTING:
             self.network.clear()
-        self.focus = None
+        self.focus, self.missed = None, None
         matched: str | None = self._describe(step.locator) if step.locator else None
         status, branch = "ok", None
         try:
@@ -364,9 +368,9 @@ class FlowRunner:
             await self._goto(self._render(step.goto or ""), timeout_ms)
             return None, "ok", None
         if kind in ("if_visible", "unless_visible", "if_all"):
-            hit = await self._condition_holds(step)
+            hit, seen = await self._condition_holds(step)
             branch = step.then if hit else step.otherwise
-            return self._describe(step.locator) if step.locator else None, "ok", branch
+            return seen, "ok", branch
         if kind == "screenshot":
             return None, "ok", None
         if kind == "use":
@@ -479,34 +483,49 @@ class FlowRunner:
         return root.locator(r(spec.css or ""))
 
     async def _resolve(self, step: Step, timeout_ms: int) -> tuple[PwLocator, str]:
-        """Return the first of the step's locators that is visible, polling until the timeout."""
+        """Return the first of the step's locators that is visible, polling until the timeout.
+
+        A match through a fallback notes the locators before it in `missed`: the UI drifted.
+        """
         specs = [s for s in (step.locator, *step.fallbacks) if s is not None]
         candidates = [(self._build(s, step.frame), self._describe(s)) for s in specs]
         needs_visible = step.kind not in ("extract",)
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
-            for loc, description in candidates:
+            for index, (loc, description) in enumerate(candidates):
                 count = await loc.count()
                 if count and (not needs_visible or await loc.first.is_visible()):
+                    self._note_fallback([d for _, d in candidates[:index]])
                     return loc, description
             if time.monotonic() >= deadline:
                 tried = " | ".join(d for _, d in candidates)
                 raise FlowFailed(f"no element matched {tried} within {timeout_ms} ms")
             await self.page.wait_for_timeout(POLL_S * 1000)
 
-    async def _condition_holds(self, step: Step) -> bool:
-        """Evaluate an if_visible, unless_visible or if_all step against the page now."""
+    def _note_fallback(self, missed: list[str]) -> None:
+        """Keep the locators that found nothing before a fallback matched; none: no drift."""
+        self.missed = " | ".join(missed) or None
+
+    async def _condition_holds(self, step: Step) -> tuple[bool, str | None]:
+        """Evaluate an if_visible, unless_visible or if_all step against the page now.
+
+        Return whether it holds and the locator that was seen (the step's own when none was).
+        """
         if step.kind == "if_all":
             for condition in step.if_all or []:
                 if not await self._check_condition(condition, step.frame):
-                    return False
-            return True
-        visible = False
-        for spec in (step.locator, *step.fallbacks):
-            if spec is not None and await self._build(spec, step.frame).first.is_visible():
-                visible = True
+                    return False, None
+            return True, None
+        specs = [s for s in (step.locator, *step.fallbacks) if s is not None]
+        seen = None
+        for index, spec in enumerate(specs):
+            if await self._build(spec, step.frame).first.is_visible():
+                seen = self._describe(spec)
+                self._note_fallback([self._describe(s) for s in specs[:index]])
                 break
-        return visible if step.kind == "if_visible" else not visible
+        visible = seen is not None
+        shown = seen or (self._describe(step.locator) if step.locator else None)
+        return (visible if step.kind == "if_visible" else not visible), shown
 
     async def _check_condition(self, condition: Condition, frame: str | None) -> bool:
         """Tell whether one element is visible and has the value, text or state asked."""
@@ -621,7 +640,7 @@ class FlowRunner:
         elif kind == "totp":
             await self._type_totp(target, step.secret, timeout_ms)
         elif kind == "select":
-            await self._select(target, self._render(step.value or ""), timeout_ms)
+            await self._select(target, self._render(step.value or ""), timeout_ms, step.frame)
         elif kind == "upload":
             await target.set_input_files(self._files(step.files), timeout=timeout_ms)
         elif kind in ("check", "uncheck"):
@@ -662,14 +681,18 @@ class FlowRunner:
             if response is not None and response.status >= 500:
                 raise FlowFailed(f"the app answered {response.status}", transient=True)
 
-    async def _select(self, target: PwLocator, value: str, timeout_ms: int) -> None:
-        """Choose an option: natively in a <select>, else by clicking the option by name."""
+    async def _select(
+        self, target: PwLocator, value: str, timeout_ms: int, frame: str | None
+    ) -> None:
+        """Choose an option: natively in a <select>, else by clicking the option by name,
+        in the step's frame, where a custom dropdown keeps its options beside itself."""
         tag = await target.first.evaluate("el => el.tagName")
         if tag == "SELECT":
             await target.select_option(value, timeout=timeout_ms)
             return
         await target.click(timeout=timeout_ms)
-        await self.page.get_by_role("option", name=value, exact=True).click(timeout=timeout_ms)
+        root: Any = self.page.frame_locator(self._render(frame)) if frame else self.page
+        await root.get_by_role("option", name=value, exact=True).click(timeout=timeout_ms)
 
     def _files(self, names: list[str]) -> list[Path]:
         """Return upload files from the app's folder, refusing paths that leave it."""
@@ -786,7 +809,9 @@ class FlowRunner:
             locator=matched,
             url=self.redact(self.page.url),
             error=error,
+            failed_locator=self.missed,
         )
+        self.missed = None
         if self.sink is None:
             raise RuntimeError("a step ran outside FlowRunner.run")
         await self.sink.record(result, artifacts + (extra or []))

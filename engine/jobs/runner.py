@@ -119,6 +119,8 @@ class DbStepSink:
         self.services = services
         self.job_id = job_id
         self.action = action
+        self.degraded = False
+        """A step matched only through a fallback: the action's run is degraded."""
         self.app = app
 
     async def record(self, result: StepResult, artifacts: list[Artifact]) -> None:
@@ -135,9 +137,11 @@ class DbStepSink:
             status=result.status,
             duration_ms=result.duration_ms,
             locator=(result.locator or "")[:1000] or None,
+            failed_locator=(result.failed_locator or "")[:1000] or None,
             url=(result.url or "")[:2000] or None,
             error=result.error,
         )
+        self.degraded = self.degraded or step.failed_locator is not None
         action = self.action
         prefix = f"{self.job_id}/attempt-{action.attempt}/{action.position:02d}-{action.name}"
         kept = []
@@ -682,6 +686,7 @@ class JobRunner:
             assert stored is not None
             stored.status = ActionStatus.failed if failure else ActionStatus.succeeded
             stored.error = str(failure) if failure else None
+            stored.degraded = sink.degraded
             stored.finished_at = utcnow()
             session.add(stored)
             await session.commit()

@@ -505,6 +505,11 @@ class Action(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     error: str | None = None
+    degraded: bool = Field(
+        default=False,
+        sa_column_kwargs={"server_default": text("false")},
+        description="A step matched only through a fallback locator: the app's UI drifted.",
+    )
 
 
 class Step(SQLModel, table=True):
@@ -518,6 +523,12 @@ class Step(SQLModel, table=True):
     status: str = Field(default=StepStatus.ok, max_length=16)
     duration_ms: int = 0
     locator: str | None = Field(default=None, max_length=1000)
+    failed_locator: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="Set when only a fallback matched: the locators tried before it that "
+        "found nothing (the step's own first); `locator` is the fallback that matched.",
+    )
     url: str | None = Field(default=None, max_length=2000)
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow)

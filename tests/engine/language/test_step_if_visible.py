@@ -48,13 +48,19 @@ async def test_if_visible_runs_the_branch_the_page_calls_for(
 async def test_if_visible_counts_its_fallbacks(
     browsers: BrowserPool, site: ThreadedServer, redis_url: str
 ) -> None:
-    """The main locator matches nothing, a fallback is visible: then."""
+    """The main locator matches nothing, a fallback is visible: then, and the step records
+    the fallback it saw and the locator that found nothing."""
     step = {**BRANCH, "if_visible": {"text": "Restore user"}}
     step["fallbacks"] = [{"text": "Reactivate user"}]
     ran = await run_flow(
         browsers, site.url, redis_url, [goto("/shown"), step], read_page=evaluated("window.ran")
     )
     assert ran.extra["page"] == "then"
+    branched = ran.sink.results[1]
+    assert (branched.locator, branched.failed_locator) == (
+        "text='Reactivate user'",
+        "text='Restore user'",
+    )
 
 
 def test_then_and_else_belong_to_branches() -> None:

@@ -44,7 +44,9 @@ async def test_frame_looks_inside_the_iframe(
 async def test_fallbacks_are_tried_in_order_and_the_match_recorded(
     browsers: BrowserPool, site: ThreadedServer, redis_url: str
 ) -> None:
-    """Store is not there, Save is: Save is clicked and recorded as the locator that matched."""
+    """Store is not there, Save is: Save is clicked and recorded as the locator that matched,
+    with the two that found nothing before it (the UI drifted); a step whose own locator
+    matched records no such thing."""
     ran = await run_flow(
         browsers,
         site.url,
@@ -56,11 +58,15 @@ async def test_fallbacks_are_tried_in_order_and_the_match_recorded(
                 "click": {"role": "button", "name": "Store"},
                 "fallbacks": [{"text": "Keep"}, {"role": "button", "name": "Save"}],
             },
+            {"name": "Saved", "expect": {"text": "Save"}, "fallbacks": [{"text": "Keep"}]},
         ],
         read_page=evaluated("window.saved === true"),
     )
     assert ran.failure is None
-    assert ran.sink.named("Save").locator == "role='button', name='Save'"
+    drifted = ran.sink.named("Save")
+    assert drifted.locator == "role='button', name='Save'"
+    assert drifted.failed_locator == "role='button', name='Store' | text='Keep'"
+    assert ran.sink.named("Saved").failed_locator is None
     assert all(s.status == "ok" for s in ran.sink.results)
     assert ran.extra["page"] is True
 
