@@ -163,6 +163,13 @@ HEARTBEAT_TTL_S: Final = 30
 """A heartbeat not refreshed for this long expires: its worker no longer counts as alive."""
 HEALTH_CHECK_TIMEOUT_S: Final = 2.0
 """How long one readiness check may take, so a hung database or Redis answers 'failed'."""
+DRIFT_WINDOW_RUNS: Final = 10
+"""An integration is degraded while one of its last this many runs (jobs that ran a flow)
+needed a fallback locator; that many runs in a row without one make it healthy again."""
+DRIFT_REPORT_DAYS: Final = 7
+"""`usher flows drift` lists the steps that needed a fallback in this many last days."""
+DRIFT_SCAN_STEPS: Final = 5000
+"""The most recent fallback steps one drift report reads; older ones are left out."""
 
 AUDIT_GENESIS: Final = "0" * 64
 """The `prev_sha256` of the first event of the audit chain."""

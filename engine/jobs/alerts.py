@@ -1,4 +1,5 @@
-"""Alerts: a job that needs a person, or an integration turning broken, tells its webhook.
+"""Alerts: a job that needs a person, or an integration turning broken or degraded, tells
+its webhook.
 
 An alert is an outbox row (`webhook_delivery`) written in the transaction of the move that
 caused it, so it is never lost and never holds the job up; each worker's maintenance sends
@@ -57,6 +58,8 @@ ALERTING: frozenset[str] = frozenset(
 """The ends of a job that a person must look at."""
 BROKEN = "integration.broken"
 """The alert of an integration whose breaker opened: no sign-in until someone acts."""
+DEGRADED = "integration.degraded"
+"""The alert of an integration whose flows matched a step only through a fallback locator."""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -5,7 +5,8 @@ transient faults never count) is counted in the database, across every worker. A
 `breaker_threshold` refusals the breaker opens: no sign-in is tried, jobs wait in `waiting`
 instead of failing, and health turns `broken`. It closes when an operator resumes the
 integration, or when a half-open probe (a real sign-in in a fresh context, after a
-cool-down) succeeds; any successful sign-in resets the count and makes health `healthy`.
+cool-down) succeeds; any successful sign-in resets the count. Each opening and closing
+brings the integration's health up to date (`engine.jobs.integration_health`, its owner).
 """
 
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from sqlmodel import col, select
 
 from engine.automation.errors import FlowFailed
 from engine.constants import AUDIT_SYSTEM_ACTOR
-from engine.jobs import alerts, state
+from engine.jobs import integration_health, state
 from engine.storage import audit
 from engine.storage.db import Database
 from engine.storage.models import Integration, Job, utcnow
@@ -32,14 +33,6 @@ class BreakerState(StrEnum):
     closed = "closed"
     open = "open"
     half_open = "half_open"
-
-
-class Health(StrEnum):
-    """What the IT admin sees of an integration."""
-
-    under_validation = "under_validation"
-    healthy = "healthy"
-    broken = "broken"
 
 
 class BreakerOpen(FlowFailed):
@@ -90,7 +83,7 @@ class Breaker:
                     (col(Integration.refusals) >= self.threshold)
                     | (Integration.breaker == BreakerState.half_open),
                 )
-                .values(breaker=BreakerState.open, breaker_changed_at=now, health=Health.broken)
+                .values(breaker=BreakerState.open, breaker_changed_at=now)
             )
             if opened.rowcount == 1:
                 audit.record(
@@ -102,32 +95,22 @@ class Breaker:
                     target=self.integration_id,
                     detail={"reason": detail},
                 )
-                await alerts.queue_alert(
-                    session,
-                    self.integration_id,
-                    alerts.BROKEN,
-                    {"reason": detail, "job_id": self.job_id},
-                )
+                await integration_health.refresh(session, self.integration_id, job_id=self.job_id)
             await session.commit()
 
     async def succeeded(self) -> None:
-        """Close the breaker after a sign-in that worked, and release the jobs that waited."""
+        """Close the breaker after a sign-in that worked, and release the jobs that waited.
+
+        The sign-in is a success since the last problem: health says so, unless worse holds.
+        """
         async with self.db.session() as session:
             result = await session.exec(
                 update(Integration)
                 .where(
                     Integration.id == self.integration_id,
-                    (Integration.refusals != 0)
-                    | (Integration.breaker != BreakerState.closed)
-                    | (Integration.health != Health.healthy),
+                    (Integration.refusals != 0) | (Integration.breaker != BreakerState.closed),
                 )
-                .values(
-                    refusals=0,
-                    breaker=BreakerState.closed,
-                    breaker_changed_at=utcnow(),
-                    health=Health.healthy,
-                    health_detail=None,
-                )
+                .values(refusals=0, breaker=BreakerState.closed, breaker_changed_at=utcnow())
             )
             if result.rowcount:
                 audit.record(
@@ -137,6 +120,9 @@ class Breaker:
                     integration_id=self.integration_id,
                     target=self.integration_id,
                 )
+            await integration_health.refresh(
+                session, self.integration_id, signed_in=True, job_id=self.job_id
+            )
             await session.commit()
         if result.rowcount:
             await state.release_waiting(self.db, self.integration_id)
@@ -157,13 +143,7 @@ async def resume(
         result = await session.exec(
             update(Integration)
             .where(Integration.id == integration_id)
-            .values(
-                refusals=0,
-                breaker=BreakerState.closed,
-                breaker_changed_at=utcnow(),
-                health=Health.under_validation,
-                health_detail=None,
-            )
+            .values(refusals=0, breaker=BreakerState.closed, breaker_changed_at=utcnow())
         )
         if result.rowcount == 1:
             audit.record(
@@ -173,6 +153,7 @@ async def resume(
                 integration_id=integration_id,
                 target=integration_id,
             )
+            await integration_health.refresh(session, integration_id, actor=actor)
         await session.commit()
     if result.rowcount != 1:
         raise state.JobNotFound(f"no integration {integration_id}")

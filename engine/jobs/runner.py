@@ -39,7 +39,7 @@ from engine.constants import (
     PACE_WAITS,
     RETRY_JITTER,
 )
-from engine.jobs import events, inventory, state
+from engine.jobs import events, integration_health, inventory, state
 from engine.jobs.breaker import Breaker, BreakerOpen, is_open
 from engine.jobs.gate import Gate
 from engine.jobs.queue import REDIS_DOWN, JobQueue
@@ -178,6 +178,8 @@ class JobRunner:
         self.lost = False
         self.gate: Gate | None = None
         self.pace_limit = 0
+        self.ran_flows = False
+        """An action of this attempt ran: the integration's health is brought up to date."""
         self.app = metrics.UNKNOWN
 
     async def run(self, job_id: str, attempt: int) -> str:
@@ -277,10 +279,19 @@ class JobRunner:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+        if self.ran_flows:
+            await self._refresh_health(job)
         metrics.observe_job(self.app, status, time.monotonic() - started)
         await services.queue.enqueue_all(await state.release_next(services.db, job))
         await events.publish(services.redis, job.id, events.FINAL, status=status)
         return status
+
+    async def _refresh_health(self, job: Job) -> None:
+        """Bring the integration's health up to date after this run; the next run retries."""
+        try:
+            await integration_health.refresh_after_run(self.services.db, job.integration_id, job.id)
+        except Exception:
+            log.exception("job %s: the integration's health was not brought up to date", job.id)
 
     async def _renew_lease(self, lease: state.Lease) -> None:
         """Extend the lease while the job runs; note a lost one so the job stops itself."""
@@ -663,6 +674,7 @@ class JobRunner:
         async with self.services.db.session() as session:
             session.add(action)
             await session.commit()
+        self.ran_flows = True
         sink = DbStepSink(self.services, run.job.id, action, run.template.name)
         await self._keep_pace()
         started = time.monotonic()
