@@ -1,4 +1,5 @@
-"""`usher flows`: check flows statically, replay one action against an app, print the schema."""
+"""`usher flows`: check flows statically, replay one action against an app, print the schema,
+and list the steps that needed a fallback locator (the app's UI drifted)."""
 
 import json
 from pathlib import Path
@@ -6,12 +7,16 @@ from typing import Annotated
 
 import typer
 
-from cli.commands import fail, redis_beside_up, run, settings_for
+from cli.commands import fail, in_session, redis_beside_up, run, settings_for
 from cli.recorder import flows_import, flows_record
-from engine.apps.template import available_apps
+from engine.apps.template import AppError, available_apps, load_app
 from engine.automation.check import check_app
+from engine.constants import DRIFT_REPORT_DAYS
+from engine.jobs.ui_drift import app_fallbacks, render_fallbacks
 
-flows = typer.Typer(help="Check flows, replay one action, print the flow schema.")
+flows = typer.Typer(
+    help="Check flows, replay one action, print the flow schema, list the fallbacks needed."
+)
 flows.command("import")(flows_import)
 flows.command("record")(flows_record)
 
@@ -84,3 +89,35 @@ def flows_replay(
         typer.echo(f"{name}: {len(rows)} row(s)")
         for row in rows:
             typer.echo(f"  {json.dumps(row)}")
+
+
+@flows.command("drift")
+def flows_drift(
+    app_name: Annotated[str, typer.Argument(help="The app, e.g. acme.")],
+    integration: Annotated[
+        str | None, typer.Option("--integration", help="Only this integration's runs.")
+    ] = None,
+    days: Annotated[
+        float, typer.Option(min=0.001, help="How far back to look, in days.")
+    ] = DRIFT_REPORT_DAYS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """List the steps that matched only through a fallback locator lately: what to update.
+
+    Each row: the flow, the step, the locator that found nothing, the fallback that matched,
+    how often, when last, and the newest job (its page shows the step's screenshot).
+    """
+    settings = settings_for(data_dir)
+    try:
+        load_app(settings.flows_dir, app_name)
+    except AppError as error:
+        raise fail(str(error)) from None
+    rows = run(
+        lambda: in_session(settings, lambda s: app_fallbacks(s, app_name, integration, days))
+    )
+    if as_json:
+        typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
+    for line in render_fallbacks(rows, app_name, days):
+        typer.echo(line)
