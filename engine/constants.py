@@ -189,6 +189,12 @@ PRUNE_BATCHES_PER_PASS: Final = 5
 """Batches one timed retention pass prunes at most; a backlog goes over several passes."""
 EXPORT_MAX_JOBS: Final = 1000
 """The most jobs one evidence export holds; a wider selection is refused, to be narrowed."""
+GUARD_MAX_REMOVALS: Final = 25
+"""An integration's default mass-change guard: accounts that may lose access (deactivated,
+deleted, a value revoked, a role lowered) within GUARD_WINDOW_S before the rest wait for an
+operator's approval; `usher integrations set-guard` changes it per integration."""
+GUARD_WINDOW_S: Final = 3600
+"""The sliding window over which the mass-change guard counts the accounts losing access."""
 WEBHOOK_SECRET_PREFIX: Final = "usher_whsec_"
 WEBHOOK_SECRET_BYTES: Final = 32
 WEBHOOK_SIGNATURE_HEADER: Final = "X-Usher-Signature"

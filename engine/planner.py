@@ -82,6 +82,30 @@ class Plan:
     protected: str | None = None
 
 
+REMOVAL_ACTIONS = frozenset({"deactivate_user", "delete_user", "revoke_entitlement"})
+"""The actions that take access away; a set_role that lowers the rank does too."""
+
+
+def removes_access(action: PlannedAction, account: AppAccount, template: AppTemplate) -> bool:
+    """Tell whether an action takes access away, as the mass-change guard counts it.
+
+    Deactivating, deleting and revoking do; a set_role does when the account holds an
+    exclusive role of a higher rank than the one it sets (Enterprise down to Free).
+    """
+    if action.name in REMOVAL_ACTIONS:
+        return True
+    if action.name != "set_role" or action.entitlement is None:
+        return False
+    ranks = {e.value: e.rank for e in template.entitlements if e.kind == "exclusive"}
+    held = {*account.entitlements, *account.observed_entitlements}
+    return any(ranks[v] > action.entitlement.rank for v in held if v in ranks)
+
+
+def action_label(action: PlannedAction) -> str:
+    """Return an action as operators read it: its name and the value it is about."""
+    return f"{action.name} {action.target}" if action.target else action.name
+
+
 def granted(
     variables: dict[str, Any], template: AppTemplate, groups: GroupSources
 ) -> dict[str, tuple[str, ...]]:

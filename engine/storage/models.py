@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from engine.constants import GUARD_MAX_REMOVALS
+
 
 def utcnow() -> datetime:
     """Return the current time, aware and in UTC, as SQLModel's UTCDateTime requires."""
@@ -117,6 +119,17 @@ class Integration(SQLModel, table=True):
         default=False,
         sa_column_kwargs={"server_default": text("false")},
         description="A SCIM DELETE runs the app's delete_user, where its template declares one.",
+    )
+    max_removals_per_hour: int = Field(
+        default=GUARD_MAX_REMOVALS,
+        sa_column_kwargs={"server_default": text(str(GUARD_MAX_REMOVALS))},
+        description="The mass-change guard: once more accounts than this would lose access "
+        "within an hour, their removals wait for an operator's approval.",
+    )
+    removals_approved_at: datetime | None = Field(
+        default=None,
+        description="When an operator last approved held removals: what the guard admitted "
+        "before then no longer counts against the hour.",
     )
     onboarding: str = Field(
         default=Onboarding.ready,
@@ -597,6 +610,47 @@ class WebhookDelivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=2000)
     created_at: datetime = Field(default_factory=utcnow)
     delivered_at: datetime | None = None
+
+
+class RemovalStatus(StrEnum):
+    """Where one job's access removals stand with the mass-change guard."""
+
+    planned = "planned"
+    """Foreseen before the job ran (a group change, a deactivation): counts while it is live."""
+    admitted = "admitted"
+    """Within the hour's budget: the job runs its removals."""
+    held = "held"
+    """Over the budget: the job's removals wait in `waiting` for an operator."""
+    approved = "approved"
+    """An operator approved them: the job runs its removals, never held again."""
+    dropped = "dropped"
+    """The job ran and planned no removal after all: it does not count."""
+
+
+class Removal(SQLModel, table=True):
+    """One job's access removals as the mass-change guard counted them, one row per job.
+
+    The guard counts distinct accounts (identities) in a sliding hour per integration; the
+    rows are written under the integration's row lock, so workers never admit past it.
+    """
+
+    __table_args__ = (
+        Index("ix_removal_window", "integration_id", "counted_at"),
+        Index("ix_removal_status", "integration_id", "status"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    integration_id: str = Field(foreign_key="integration.id", max_length=32)
+    identity_id: str = Field(foreign_key="identity.id", max_length=32)
+    job_id: str = Field(foreign_key="job.id", unique=True, max_length=32)
+    status: str = Field(default=RemovalStatus.planned, max_length=16)
+    actions: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="The removals planned, as `action [value]`, for the operator to review.",
+    )
+    counted_at: datetime = Field(default_factory=utcnow, description="Where it sits in the hour.")
+    approved_by: str | None = Field(default=None, max_length=200)
+    approved_at: datetime | None = None
 
 
 class Role(StrEnum):

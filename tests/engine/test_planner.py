@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from engine.apps.grants import GroupKind, GroupRef, GroupSources, MappingRule, granting_nothing
 from engine.apps.ownership import Ownership
 from engine.apps.template import load_app
-from engine.planner import Plan, PlannedAction, apply_success, desired_state, plan
+from engine.planner import Plan, PlannedAction, apply_success, desired_state, plan, removes_access
 from engine.storage.models import AppAccount, Identity
 from tests.harness import ROOT
 
@@ -408,3 +408,29 @@ def test_a_grant_found_already_on_an_adopted_account_is_observed() -> None:
     mine = held()
     apply_success(grant, mine, desired_state(identity(), ACME), ACME, None, found=True)
     assert mine.entitlements == ["editor"]
+
+
+def test_what_takes_access_away_is_what_the_guard_counts() -> None:
+    """Deactivate, delete and revoke take access away; so does a set_role to a lower rank,
+    from a role Usher granted or one it found; creates, grants and a higher role do not."""
+    by_value = {e.value: e for e in ACME.entitlements}
+    enterprise = account(exists=True, active=True, entitlements=["plan-enterprise", "editor"])
+    found = account(exists=True, observed_entitlements=["plan-pro"])
+    removing = [
+        PlannedAction("deactivate_user"),
+        PlannedAction("delete_user"),
+        PlannedAction("revoke_entitlement", by_value["editor"]),
+    ]
+    assert all(removes_access(a, enterprise, ACME) for a in removing)
+    lowering = PlannedAction("set_role", by_value["plan-free"])
+    assert removes_access(lowering, enterprise, ACME)
+    assert removes_access(lowering, found, ACME)
+    keeping = [
+        PlannedAction("create_user"),
+        PlannedAction("update_user"),
+        PlannedAction("reactivate_user"),
+        PlannedAction("grant_entitlement", by_value["viewer"]),
+        PlannedAction("set_role", by_value["plan-enterprise"]),
+    ]
+    assert not any(removes_access(a, enterprise, ACME) for a in keeping)
+    assert not removes_access(lowering, account(exists=True), ACME)
