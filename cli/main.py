@@ -12,6 +12,7 @@ from cli.drift import drift_command, reconcile_command
 from cli.embedded import running_owner, served_by
 from cli.evidence import evidence
 from cli.flows import flows
+from cli.guard import approve_command, held_command, set_guard_command
 from cli.jobs import CLI_ACTOR, identities, jobs
 from cli.keys import create_key_command, keys_command, revoke_key_command
 from cli.logs import configure
@@ -54,6 +55,9 @@ app.add_typer(operators, name="operators")
 app.add_typer(jobs, name="jobs")
 app.add_typer(identities, name="identities")
 app.add_typer(evidence, name="evidence")
+app.command("held")(held_command)
+app.command("approve")(approve_command)
+integrations.command("set-guard")(set_guard_command)
 
 DataDir = Annotated[
     Path | None,
@@ -269,6 +273,7 @@ def integrations_list(
             "app": i.app,
             "name": i.name,
             "health": i.health,
+            "max_removals_per_hour": i.max_removals_per_hour,
             "onboarding": i.onboarding,
             "scim_base_url": scim_base_url(settings, i),
         }
@@ -281,6 +286,7 @@ def integrations_list(
         typer.echo(
             f"{row['id']}  {row['app']:<10}  {row['health']:<16}  {row['onboarding']:<9}"
             f"  {row['name']}  {row['scim_base_url']}"
+            f"  guard {row['max_removals_per_hour']}/h"
         )
 
 

@@ -17,7 +17,7 @@ from engine.apps.grants import (
 from engine.apps.otp import TotpSecretError, totp_of
 from engine.apps.ownership import clean_protected
 from engine.apps.template import AppTemplate, catalogue_endpoint_of, load_app
-from engine.constants import TOKEN_PREFIX_API, TOKEN_PREFIX_SCIM
+from engine.constants import GUARD_MAX_REMOVALS, TOKEN_PREFIX_API, TOKEN_PREFIX_SCIM
 from engine.settings import Settings
 from engine.storage.models import (
     ApiToken,
@@ -242,6 +242,9 @@ class IntegrationView(BaseModel):
     authoritative: bool = False
     delete_users: bool = False
     protected_accounts: list[str] = []
+    max_removals_per_hour: int = GUARD_MAX_REMOVALS
+    """The mass-change guard: accounts that may lose access within an hour before the rest
+    wait for an operator's approval."""
     observed_accounts: list[ObservedAccount] = []
     onboarding: str = Onboarding.ready
     remediate: bool = False
@@ -295,6 +298,7 @@ async def describe_integration(
         authoritative=integration.authoritative,
         delete_users=integration.delete_users,
         protected_accounts=list(integration.protected_accounts),
+        max_removals_per_hour=integration.max_removals_per_hour,
         observed_accounts=await observed_accounts(session, integration.id),
         onboarding=integration.onboarding,
         remediate=integration.remediate,
@@ -414,6 +418,10 @@ def render_integration(view: IntegrationView) -> str:
     lines.append(f"on DELETE    {'delete_user' if view.delete_users else 'deactivate and revoke'}")
     protected = ", ".join(view.protected_accounts) or "none"
     lines.append(f"protected    service account, {protected}")
+    lines.append(
+        f"guard        at most {view.max_removals_per_hour} accounts lose access within an hour;"
+        " more wait for `usher approve`"
+    )
     lines.append(f"onboarding   {ONBOARDING_SAYS[view.onboarding]}")
     drift = (
         "remedied: differing identities reconciled, orphans deactivated"

@@ -9,8 +9,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.apps.grants import GroupRef, group_grants, mapping_rules
 from engine.apps.profile import watched_projection
 from engine.apps.template import AppTemplate
+from engine.jobs.guard import foresee_loss, wake
 from engine.jobs.state import ensure_pending, lane_of
-from engine.storage.models import Identity, Job, Membership, ScimGroup
+from engine.storage.models import Identity, Job, Lane, Membership, ScimGroup
 
 NAMES_BEFORE = "usher_names_before"
 """Where a loaded group's row keeps the displayName and externalId it had when loaded."""
@@ -52,7 +53,12 @@ class Outbox:
         self.pending: dict[str, Job] = {}
 
     async def user_changed(self, identity: Identity, before: dict | None) -> None:
-        """Bump the identity's generation and queue a job when its flows see the change."""
+        """Bump the identity's generation and queue a job when its flows see the change.
+
+        A user who should lose access is noted for the mass-change guard at once, so a burst
+        of deactivations counts whole before its first job runs; a job the guard holds is
+        queued again, to run what the change brought that is not a removal.
+        """
         after = None if identity.deleted_at is not None else identity.resource
         used = self.template.used_attributes
         extension = self.template.extension
@@ -69,6 +75,9 @@ class Outbox:
             identity_id=identity.id,
             lane=lane_of(identity),
         )
+        await wake(self.session, job)
+        if job.lane == Lane.urgent:
+            await foresee_loss(self.session, job)
         self.pending[job.id] = job
 
     async def group_changed(self, group: ScimGroup, changed_member_ids: set[str]) -> None:

@@ -2,8 +2,11 @@
 
 The preview loads the same data a job loads (the identity, the account Usher last knew,
 its live groups and the integration's mappings) and calls the same planner; it writes
-nothing, opens no browser and queues no job.
+nothing, opens no browser and queues no job. Each action that takes access away is marked,
+and so is each one the mass-change guard holds for an operator's approval.
 """
+
+from collections.abc import Collection
 
 from pydantic import BaseModel
 from sqlmodel import col, select
@@ -13,7 +16,8 @@ from engine.apps.grants import load_groups, name_key
 from engine.apps.integrations import IntegrationError, get_integration
 from engine.apps.ownership import load_ownership
 from engine.apps.template import load_app
-from engine.planner import PlannedAction, plan
+from engine.jobs.guard import GuardView, guard_view
+from engine.planner import PlannedAction, plan, removes_access
 from engine.settings import Settings
 from engine.storage.models import AppAccount, Identity
 from engine.storage.vault import Vault
@@ -28,6 +32,15 @@ class ActionPreview(BaseModel):
     name: str
     target: str | None
     sources: list[str]
+    removal: bool = False
+    """It takes access away: the mass-change guard counts its account."""
+    held: bool = False
+    """The guard holds it: it waits for an operator's approval (`usher approve`)."""
+
+    @property
+    def label(self) -> str:
+        """Return the action as operators read it: its name and value."""
+        return f"{self.name} {self.target}" if self.target else self.name
 
 
 class IdentityPlan(BaseModel):
@@ -49,11 +62,19 @@ class IntegrationPlan(BaseModel):
     integration_id: str
     app: str
     identities: list[IdentityPlan]
+    guard: GuardView | None = None
+    """The mass-change guard: its limit, the accounts of the hour and what it holds."""
 
 
-def _action(planned: PlannedAction) -> ActionPreview:
-    """Return the preview of a planned action."""
-    return ActionPreview(name=planned.name, target=planned.target, sources=list(planned.sources))
+def _action(planned: PlannedAction, removal: bool, held: bool) -> ActionPreview:
+    """Return the preview of a planned action; held when it is a removal the guard holds."""
+    return ActionPreview(
+        name=planned.name,
+        target=planned.target,
+        sources=list(planned.sources),
+        removal=removal,
+        held=removal and held,
+    )
 
 
 async def plan_integration(
@@ -62,30 +83,36 @@ async def plan_integration(
     integration_id: str,
     user: str | None = None,
     vault: Vault | None = None,
+    identities: Collection[str] | None = None,
 ) -> IntegrationPlan:
     """Return what each identity's job would do now, by userName; a deleted identity's plan
-    only when there is something left to do. `user` is a userName (any case) or an id.
+    only when there is something left to do. `user` is a userName (any case) or an id;
+    `identities`, ids, narrow it to those (a group job's members).
     """
     integration = await get_integration(session, integration_id)
     template = load_app(settings.flows_dir, integration.app)
     vault = vault or Vault.from_path(settings.vault_key_path)
     ownership = await load_ownership(session, vault, integration, template)
     query = select(Identity).where(Identity.integration_id == integration.id)
+    if identities is not None:
+        query = query.where(col(Identity.id).in_(list(identities)))
     if user is not None:
         query = query.where(
             (col(Identity.id) == user) | (col(Identity.user_name_key) == name_key(user))
         )
-    identities = (await session.exec(query.order_by(col(Identity.user_name)))).all()
-    if user is not None and not identities:
+    found = (await session.exec(query.order_by(col(Identity.user_name)))).all()
+    if user is not None and not found:
         raise IntegrationError(f"integration {integration.id} has no user {user!r}")
-    one = identities[0].id if user is not None else None
+    one = found[0].id if user is not None else None
     groups = await load_groups(session, integration.id, one)
     accounts_query = select(AppAccount).where(AppAccount.integration_id == integration.id)
     if one is not None:
         accounts_query = accounts_query.where(AppAccount.identity_id == one)
     accounts = {a.identity_id: a for a in (await session.exec(accounts_query)).all()}
+    guard = await guard_view(session, integration.id)
+    held = {item.identity_id for item in guard.held}
     plans: list[IdentityPlan] = []
-    for identity in identities:
+    for identity in found:
         account = accounts.get(identity.id) or AppAccount(
             integration_id=integration.id, identity_id=identity.id
         )
@@ -98,18 +125,41 @@ async def plan_integration(
                 identity_id=identity.id,
                 user_name=identity.user_name,
                 deleted=deleted,
-                actions=[_action(a) for a in planned.actions],
+                actions=[
+                    _action(a, removes_access(a, account, template), identity.id in held)
+                    for a in planned.actions
+                ],
                 unsupported=planned.unsupported,
                 notes=planned.notes,
                 protected=planned.protected,
             )
         )
-    return IntegrationPlan(integration_id=integration.id, app=template.name, identities=plans)
+    return IntegrationPlan(
+        integration_id=integration.id, app=template.name, identities=plans, guard=guard
+    )
+
+
+def _guard_lines(preview: IntegrationPlan) -> list[str]:
+    """Return the guard's line of a plan: the limit, the hour so far, how many are held."""
+    guard = preview.guard
+    if guard is None:
+        return []
+    line = (
+        f"mass-change guard  {guard.accounts_last_hour} of at most"
+        f" {guard.max_removals_per_hour} accounts losing access this hour"
+    )
+    if guard.held:
+        line += (
+            f"; {len(guard.held)} held for approval"
+            f" (usher approve --integration {preview.integration_id})"
+        )
+    return [line]
 
 
 def render_plan(preview: IntegrationPlan) -> str:
     """Lay a plan out for a terminal: per user, each action and what grants it."""
     lines = [f"integration  {preview.integration_id} ({preview.app}): nothing is run"]
+    lines += _guard_lines(preview)
     for identity in preview.identities:
         lines.append(identity.user_name + (" (deleted)" if identity.deleted else ""))
         width = max((len(_head(a)) for a in identity.actions), default=0)
@@ -117,7 +167,8 @@ def render_plan(preview: IntegrationPlan) -> str:
             why = ", ".join(action.sources)
             if action.name == "revoke_entitlement":
                 why = NO_SOURCE
-            lines.append(f"  {_head(action):<{width}}  <- {why}" if why else f"  {_head(action)}")
+            line = f"  {_head(action):<{width}}  <- {why}" if why else f"  {_head(action)}"
+            lines.append(line + ("  [held for approval]" if action.held else ""))
         if identity.unsupported:
             lines.append(f"  the app cannot: {', '.join(identity.unsupported)}")
         lines += [f"  note: {note}" for note in identity.notes]
@@ -130,4 +181,4 @@ def render_plan(preview: IntegrationPlan) -> str:
 
 def _head(action: ActionPreview) -> str:
     """Return an action's name and target."""
-    return f"{action.name} {action.target}" if action.target else action.name
+    return action.label

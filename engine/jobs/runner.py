@@ -17,10 +17,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import metrics
 from engine.apps.grants import GroupSources, group_sources_of
-from engine.apps.integrations import lacking_secrets
+from engine.apps.integrations import IntegrationError, lacking_secrets
 from engine.apps.ownership import Ownership, ownership_of
 from engine.apps.profile import user_variables
 from engine.apps.template import AppError, AppTemplate, load_app
@@ -39,11 +40,20 @@ from engine.constants import (
     PACE_WAITS,
     RETRY_JITTER,
 )
-from engine.jobs import events, integration_health, inventory, state
+from engine.jobs import events, guard, integration_health, inventory, state
 from engine.jobs.breaker import Breaker, BreakerOpen, is_open
 from engine.jobs.gate import Gate
+from engine.jobs.preview import plan_integration
 from engine.jobs.queue import REDIS_DOWN, JobQueue
-from engine.planner import Desired, PlannedAction, apply_success, desired_state, plan
+from engine.planner import (
+    Desired,
+    PlannedAction,
+    action_label,
+    apply_success,
+    desired_state,
+    plan,
+    removes_access,
+)
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.evidence import EvidenceStore
@@ -350,8 +360,33 @@ class JobRunner:
                 await state.ensure_pending(session, job.integration_id, identity_id=user)
                 for user in users
             ]
+            await self._foresee(session, job.integration_id, jobs)
             await session.commit()
         return jobs
+
+    async def _foresee(self, session: AsyncSession, integration_id: str, jobs: list[Job]) -> None:
+        """Note which members' jobs will take access away before any of them runs, so the
+        mass-change guard sees a group change whole: one emptied by mistake is held whole.
+
+        A member's job the guard holds is queued again, to run what is not a removal.
+        """
+        for pending in jobs:
+            await guard.wake(session, pending)
+        by_identity = {j.identity_id: j for j in jobs}
+        try:
+            preview = await plan_integration(
+                session,
+                self.services.settings,
+                integration_id,
+                vault=self.services.vault,
+                identities=list(by_identity),
+            )
+        except (AppError, IntegrationError, VaultError):
+            return
+        for planned in preview.identities:
+            removals = [action.label for action in planned.actions if action.removal]
+            if removals:
+                await guard.foresee(session, by_identity[planned.identity_id], removals)
 
     async def _retry_later(self, lease: state.Lease, error: str) -> str:
         """Give the job another attempt after a back-off, delivered when it is due."""
@@ -429,7 +464,14 @@ class JobRunner:
         if the_plan.unsupported:
             log.warning("job %s: app %s lacks %s", job.id, template.name, the_plan.unsupported)
         if not the_plan.actions:
+            await guard.forget(db, job.id)
             return await self._succeed(lease, account, generation)
+        runnable, withheld, held = await self._guard(job, the_plan.actions, account, template)
+        if held is not None and not runnable:
+            parked = await guard.park(db, lease, integration.id, held)
+            if parked is not None:
+                return parked
+            runnable, withheld, held = the_plan.actions, [], None
         missing = [s.name for s in template.secrets if s.name not in secrets]
         if missing:
             blocked = lacking_secrets(integration.id, missing)
@@ -442,22 +484,20 @@ class JobRunner:
         }
         signed_in = self._signed_in(job, lease, integration, template, secrets, variables)
         async with signed_in as (run, failure):
-            for planned in the_plan.actions:
-                if failure is not None:
-                    break
-                if not await self._still_owned(lease):
-                    return await state.current_status(db, job.id)
-                variables["account"] = {"key": account.app_key}
-                variables["entitlement"] = (
-                    planned.entitlement.model_dump() if planned.entitlement else {}
+            owned = True
+            if failure is None:
+                account, failure, owned = await self._run_actions(
+                    run, runnable, account, variables, desired
                 )
-                outcome, failure = await self._run_with_retries(run, planned)
-                if failure is not None and await self._signed_in_again(run):
-                    outcome, failure = await self._run_with_retries(run, planned)
-                if outcome is not None:
-                    account = await self._record_account(
-                        account, planned, desired, template, outcome
-                    )
+            if owned and failure is None and held is not None:
+                parked = await guard.park(db, lease, integration.id, held)
+                if parked is not None:
+                    return parked
+                account, failure, owned = await self._run_actions(
+                    run, withheld, account, variables, desired
+                )
+            if not owned:
+                return await state.current_status(db, job.id)
         if failure is None:
             return await self._succeed(lease, account, generation)
         return await self._fail(lease, failure, integration.id)
@@ -591,6 +631,51 @@ class JobRunner:
             (failed if failure else done).append(key)
         run.subject = None
         await inventory.note_deactivations(self.services.db, recorded.report_id, done, failed)
+
+    async def _guard(
+        self, job: Job, actions: list[PlannedAction], account: AppAccount, template: AppTemplate
+    ) -> tuple[list[PlannedAction], list[PlannedAction], str | None]:
+        """Ask the mass-change guard about the plan's removals: return what runs now, what it
+        holds, and why (None: nothing held, all of it runs)."""
+        removals = [a for a in actions if removes_access(a, account, template)]
+        if not removals:
+            await guard.forget(self.services.db, job.id)
+            return actions, [], None
+        held = await guard.admit(self.services.db, job, [action_label(a) for a in removals])
+        if held is None:
+            return actions, [], None
+        return [a for a in actions if a not in removals], removals, held
+
+    async def _run_actions(
+        self,
+        run: "_Run",
+        actions: list[PlannedAction],
+        account: AppAccount,
+        variables: dict[str, Any],
+        desired: Desired,
+    ) -> tuple[AppAccount, FlowFailed | None, bool]:
+        """Run planned actions in order until one fails, recording the account after each.
+
+        Returns the account, the failure if one failed, and False when the job was lost
+        (cancelled or reclaimed) before an action.
+        """
+        for planned in actions:
+            if not await self._still_owned(run.lease):
+                return account, None, False
+            variables["account"] = {"key": account.app_key}
+            variables["entitlement"] = (
+                planned.entitlement.model_dump() if planned.entitlement else {}
+            )
+            outcome, failure = await self._run_with_retries(run, planned)
+            if failure is not None and await self._signed_in_again(run):
+                outcome, failure = await self._run_with_retries(run, planned)
+            if outcome is not None:
+                account = await self._record_account(
+                    account, planned, desired, run.template, outcome
+                )
+            if failure is not None:
+                return account, failure, True
+        return account, None, True
 
     async def _succeed(self, lease: state.Lease, account: AppAccount, generation: int) -> str:
         """Note the identity generation the account now matches, then close the job.

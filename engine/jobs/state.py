@@ -8,7 +8,7 @@ waiting) and at most one running job per identity and per group.
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -480,24 +480,43 @@ async def wait(db: Database, lease: Lease, reason: str) -> str:
     When the identity already has a pending job, that job will wait instead, and this one
     is superseded by it.
     """
-    values = {"status": JobStatus.waiting, "error": reason, "lease_until": None}
     async with db.session() as session:
-        moved = await _try_update(session, update(Job).where(*_owned(lease)).values(**values))
-        if moved is None:
-            return await _supersede_owned(session, lease, reason)
-        if moved == 1:
-            _audit(
-                session,
-                lease.job_id,
-                JobStatus.waiting,
-                actor=lease.worker,
-                error=reason,
-                evidence=await audit.evidence_digest(session, lease.job_id),
-            )
-        await session.commit()
-        if moved == 1:
-            return JobStatus.waiting
-        return await _status_of(session, lease.job_id)
+        return await _wait_in(session, lease, reason)
+
+
+async def wait_while(
+    db: Database, lease: Lease, reason: str, holds: Callable[[AsyncSession], Awaitable[bool]]
+) -> str | None:
+    """Hold an owned attempt in `waiting` while `holds` says so, asked in the move's own
+    transaction (under whatever lock it takes); None: it no longer holds, nothing moved.
+
+    The mass-change guard parks a job so: an approval given meanwhile is never lost.
+    """
+    async with db.session() as session:
+        if not await holds(session):
+            return None
+        return await _wait_in(session, lease, reason)
+
+
+async def _wait_in(session: AsyncSession, lease: Lease, reason: str) -> str:
+    """Move an owned attempt to `waiting` in this session and commit; return its status."""
+    values = {"status": JobStatus.waiting, "error": reason, "lease_until": None}
+    moved = await _try_update(session, update(Job).where(*_owned(lease)).values(**values))
+    if moved is None:
+        return await _supersede_owned(session, lease, reason)
+    if moved == 1:
+        _audit(
+            session,
+            lease.job_id,
+            JobStatus.waiting,
+            actor=lease.worker,
+            error=reason,
+            evidence=await audit.evidence_digest(session, lease.job_id),
+        )
+    await session.commit()
+    if moved == 1:
+        return JobStatus.waiting
+    return await _status_of(session, lease.job_id)
 
 
 async def wait_for_import(db: Database, lease: Lease, reason: str) -> str | None:
@@ -819,3 +838,28 @@ async def retry(db: Database, job_id: str, *, actor: str = AUDIT_SYSTEM_ACTOR) -
             raise JobStateError(f"job {job_id} changed meanwhile; look again")
         await session.refresh(job)
         return job
+
+
+async def requeue_waiting(
+    session: AsyncSession, integration_id: str, job_ids: Collection[str], *, actor: str
+) -> list[str]:
+    """Queue these waiting jobs of an integration now, in the caller's transaction.
+
+    Returns the ids moved; the caller commits, then delivers them.
+    """
+    if not job_ids:
+        return []
+    released = await session.exec(
+        update(Job)
+        .where(
+            Job.integration_id == integration_id,
+            Job.status == JobStatus.waiting,
+            col(Job.id).in_(list(job_ids)),
+        )
+        .values(status=JobStatus.queued, not_before=None)
+        .returning(Job.id)
+    )
+    moved = list(released.scalars().all())
+    for job_id in moved:
+        _audit(session, job_id, JobStatus.queued, actor=actor, integration_id=integration_id)
+    return moved
