@@ -18,6 +18,7 @@ from api.pages import STATIC_DIR
 from api.routes import (
     assignments,
     evidence,
+    guard,
     health,
     integration_pages,
     integrations,
@@ -64,11 +65,13 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(evidence.router)
     app.include_router(integrations.router)
+    app.include_router(guard.router)
     app.include_router(assignments.router)
     app.state.sessions = Sessions(session_secret(settings))
     app.include_router(login.router)
     app.include_router(pages.router)
     app.include_router(integration_pages.router)
+    app.include_router(guard.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(SignInRequired)

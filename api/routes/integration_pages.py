@@ -11,6 +11,7 @@ from api.pages import render
 from engine.apps.integrations import IntegrationError, describe_integration, list_integrations
 from engine.apps.integrations import rotate_token as rotate_scim_token
 from engine.constants import PEOPLE_PAGE_SIZE
+from engine.jobs.guard import guard_view
 from engine.jobs.people import list_people, recent_counts
 from engine.operators.sessions import Principal
 from engine.scim.log import read_log
@@ -60,7 +61,10 @@ async def _integration_page(
     except IntegrationError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     counts = await recent_counts(session, integration_id)
-    return render(request, "integration.html", operator, view=view, counts=counts, token=token)
+    guard = await guard_view(session, integration_id)
+    return render(
+        request, "integration.html", operator, view=view, counts=counts, guard=guard, token=token
+    )
 
 
 @router.get("/integrations/{integration_id}", response_class=HTMLResponse)

@@ -25,6 +25,7 @@ from engine.apps.template import ACTIONS
 from engine.constants import SSE_HEARTBEAT_S
 from engine.jobs import events
 from engine.jobs.activity import ActivityFilter, list_activity
+from engine.jobs.guard import is_held
 from engine.jobs.people import describe_identity
 from engine.jobs.state import (
     FINAL,
@@ -167,6 +168,7 @@ async def job_page(
         retryable=job.status in RETRYABLE,
         cancellable=job.status in LIVE,
         blocked=job.status in (JobStatus.blocked, JobStatus.action_required),
+        held=await is_held(session, job.id),
         error=error,
         failed=ActionStatus.failed,
     )
