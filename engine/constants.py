@@ -231,3 +231,10 @@ METRICS_READ_TIMEOUT_S: Final = 2.0
 
 RECORDER_MIN_SECRET_LEN = 4
 """A stored secret shorter than this is too common a string to look for in a recording."""
+
+SQLITE_WRITE_WAIT_S: Final = 15.0
+"""How long a write transaction waits for the process's SQLite writer lock before it fails,
+as long as SQLite's own busy timeout lets another process's writer make it wait."""
+POOL_PING_IDLE_S: Final = 30.0
+"""A PostgreSQL connection idle in the pool for this long is pinged before it is used again;
+one used more recently is trusted, so a busy pool makes no extra round trip per checkout."""

@@ -2,7 +2,10 @@
 
 import asyncio
 import fcntl
-from collections.abc import AsyncIterator
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -10,17 +13,87 @@ from typing import IO, Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.constants import POOL_PING_IDLE_S, SQLITE_WRITE_WAIT_S
 from engine.settings import Settings
 from engine.storage.audit import install_hooks
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 MIGRATION_LOCK_KEY = 0x5573686572  # "Usher"
 READ_ONLY = "usher_read_only"
 """The execution option of a session that only reads: SQLite begins it deferred."""
+HELD = "usher_write_lock"
+"""Where a pooled connection notes the process's writer lock it holds until checked in."""
+RETURNED_AT = "usher_returned_at"
+"""Where a pooled PostgreSQL connection notes when it was last checked in."""
+
+
+class WriteLockTimeout(TimeoutError):
+    """A write transaction waited too long for the process's SQLite writer lock."""
+
+
+class WriteLock:
+    """One SQLite write transaction at a time in this process, queued rather than polled.
+
+    SQLite lets one writer in at a time anyway; a writer that finds it taken waits in the
+    busy handler, which sleeps and retries with sleeps growing to 100 ms: the tail under
+    load. Here writers queue on an asyncio.Lock (one per event loop) taken before BEGIN
+    IMMEDIATE and given back when the connection returns to the pool, after its COMMIT or
+    ROLLBACK, so within a process the next writer starts at once. Readers never take it.
+    Other processes (the API beside workers) still meet in SQLite's busy handler.
+    """
+
+    def __init__(self, wait_s: float = SQLITE_WRITE_WAIT_S) -> None:
+        self.wait_s = wait_s
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._holders: weakref.WeakKeyDictionary[asyncio.Lock, asyncio.Task[Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def take(self, connection: Connection) -> None:
+        """Wait for the lock before a write transaction begins; inside SQLAlchemy's greenlet."""
+        info = connection.info
+        if HELD in info:
+            return
+        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        await_only(self._acquire(lock))
+        info[HELD] = lock
+        task = asyncio.current_task()
+        if task is not None:
+            self._holders[lock] = task
+
+    async def _acquire(self, lock: asyncio.Lock) -> None:
+        """Acquire the lock within the wait; take it back from a holder that ended without
+        giving it back (a connection the garbage collector dropped), saying so."""
+        try:
+            await asyncio.wait_for(lock.acquire(), self.wait_s)
+            return
+        except TimeoutError:
+            holder = self._holders.get(lock)
+            if holder is None or not holder.done() or not lock.locked():
+                raise WriteLockTimeout(
+                    f"no SQLite write transaction could begin within {self.wait_s:g} s"
+                ) from None
+        log.error("a write transaction ended without giving the SQLite writer lock back")
+        lock.release()
+        await asyncio.wait_for(lock.acquire(), self.wait_s)
+
+    def give_back(self, _dbapi_connection: Any, record: ConnectionPoolEntry, *_: Any) -> None:
+        """Release the lock a connection took, once it is back in the pool or dropped."""
+        lock = record.info.pop(HELD, None)
+        if lock is not None and lock.locked():
+            self._holders.pop(lock, None)
+            lock.release()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -38,29 +111,71 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _begin_immediate(connection: Connection) -> None:
-    """Take SQLite's write lock when a transaction begins, unless it only reads.
+def _begin(writes: WriteLock) -> Callable[[Connection], None]:
+    """Return the begin hook: SQLite's write lock taken when a transaction begins, unless
+    it only reads.
 
     A deferred transaction that reads and then writes cannot wait for another
     writer: SQLite answers "database is locked" at once. BEGIN IMMEDIATE waits
-    for the busy timeout instead, so concurrent SCIM requests and workers queue.
-    A reader's transaction (`Database.reader`) stays deferred: in WAL mode it never
-    waits for a writer nor holds one up, so pages cannot queue behind the workers.
+    instead, behind the process's other writers (`WriteLock`) and then for the busy
+    timeout behind other processes'. A reader's transaction (`Database.reader`) stays
+    deferred: in WAL mode it never waits for a writer nor holds one up, so pages and
+    SCIM reads cannot queue behind the workers.
     """
-    if connection.get_execution_options().get(READ_ONLY):
-        connection.exec_driver_sql("BEGIN")
-        return
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+            return
+        writes.take(connection)
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return begin
+
+
+def _sqlite_engine(url: str) -> AsyncEngine:
+    """Create a SQLite engine whose writers queue in the process before SQLite's lock."""
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    writes = WriteLock()
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    event.listen(engine.sync_engine, "begin", _begin(writes))
+    for released in ("checkin", "close", "detach", "invalidate"):
+        event.listen(engine.sync_engine, released, writes.give_back)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Ping a pooled PostgreSQL connection only when it sat idle for POOL_PING_IDLE_S.
+
+    `pool_pre_ping` pings on every checkout: a round trip per transaction. A connection
+    used moments ago is alive; one idle for a while may have been cut by the server or a
+    proxy, and a failed ping makes the pool open a fresh one (DisconnectionError).
+    """
+    dialect = engine.dialect
+
+    def returned(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[RETURNED_AT] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        returned_at = record.info.get(RETURNED_AT)
+        if returned_at is None or time.monotonic() - returned_at < POOL_PING_IDLE_S:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError(f"idle connection did not answer: {error}") from error
+
+    event.listen(engine.sync_engine, "checkin", returned)
+    event.listen(engine.sync_engine, "checkout", checked_out)
 
 
 def make_engine(url: str) -> AsyncEngine:
     """Create the async engine for a database URL."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _begin_immediate)
-        return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        return _sqlite_engine(url)
+    engine = create_async_engine(url, pool_size=10, max_overflow=10)
+    _ping_when_idle(engine)
+    return engine
 
 
 class Database:
