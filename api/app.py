@@ -52,6 +52,7 @@ def create_app(settings: Settings, *, redis_url: str) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.scim_services.close(db)
             await app.state.queue.close()
             await db.dispose()
 

@@ -238,3 +238,20 @@ as long as SQLite's own busy timeout lets another process's writer make it wait.
 POOL_PING_IDLE_S: Final = 30.0
 """A PostgreSQL connection idle in the pool for this long is pinged before it is used again;
 one used more recently is trusted, so a busy pool makes no extra round trip per checkout."""
+SCIM_AUTH_CACHE_S: Final = 5.0
+"""How long a process trusts an integration's token hash and app read for a SCIM request: a
+rotated token is refused in every process within this; a token that does not match the
+cached hash is checked against the database at once, so a new one works immediately."""
+SCIM_APP_CACHE_S: Final = 5.0
+"""How long a process serves SCIM with an app's template and service before reading its
+app.yaml again: an edited template is served within this."""
+SCIM_CACHE_SIZE: Final = 1024
+"""The most integrations (auth) and apps (template and SCIM service) a process caches."""
+SCIM_LOG_FLUSH_S: Final = 1.0
+"""A SCIM read's log line is written within this, with the other reads of that second, in one
+write transaction: a read itself never takes SQLite's write lock."""
+SCIM_LOG_BUFFER_MAX: Final = 10_000
+"""Read log lines held in memory at most; past this (the database stalled) lines are dropped
+and counted in the process's log."""
+SCIM_LOG_PRUNE_EVERY_S: Final = 300.0
+"""How often a process prunes an integration's SCIM log past SCIM_LOG_KEEP_DAYS, with a write."""

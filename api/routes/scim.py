@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from scim2_models import PayloadTooLargeException
 from scim2_server.responses import ScimResponse
 
-from api.deps import DbDep, QueueDep, SettingsDep
+from api.deps import DbDep, QueueDep
 from engine.constants import JOB_ID_HEADER, SCIM_MAX_BODY_BYTES
 from engine.scim.service import serve_scim
 
@@ -66,13 +66,11 @@ async def scim(
     request: Request,
     db: DbDep,
     queue: QueueDep,
-    settings: SettingsDep,
 ) -> Response:
     """Serve one SCIM request for one integration, then enqueue the jobs it committed."""
     served = await serve_scim(
         db,
         request.app.state.scim_services,
-        settings,
         integration_id=integration_id,
         method=request.method,
         base_url=f"{str(request.base_url).rstrip('/')}/scim/v2/{integration_id}",

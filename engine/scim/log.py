@@ -1,5 +1,7 @@
 """The SCIM log: each request an IdP made, without its body, kept for a bounded time."""
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -10,7 +12,15 @@ from sqlalchemy import and_, delete, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.constants import SCIM_LOG_KEEP_DAYS, SCIM_LOG_PAGE_SIZE
+from engine.constants import (
+    SCIM_CACHE_SIZE,
+    SCIM_LOG_BUFFER_MAX,
+    SCIM_LOG_FLUSH_S,
+    SCIM_LOG_KEEP_DAYS,
+    SCIM_LOG_PAGE_SIZE,
+    SCIM_LOG_PRUNE_EVERY_S,
+)
+from engine.scim.cache import TtlCache
 from engine.storage.db import Database
 from engine.storage.models import Identity, Integration, Job, ScimRequest, utcnow
 
@@ -75,6 +85,75 @@ async def log_refused(db: Database, entry: ScimRequest) -> None:
             await session.commit()
     except Exception:
         log.exception("SCIM log line not written for integration %s", entry.integration_id)
+
+
+class ScimLog:
+    """One process's writer of the SCIM log beyond the request's own transaction.
+
+    A read's line waits here and is written with the other reads of the moment, within
+    SCIM_LOG_FLUSH_S, in one write transaction: the read itself stays a reader that never
+    takes SQLite's write lock. Lines still waiting when the process stops are written by
+    `close`; a crash loses at most that moment of reads' lines, never a write's. Each
+    integration's old lines are pruned at most every SCIM_LOG_PRUNE_EVERY_S.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[ScimRequest] = []
+        self.dropped = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self._now = asyncio.Event()
+        self._pruned: TtlCache[str, bool] = TtlCache(SCIM_LOG_PRUNE_EVERY_S, SCIM_CACHE_SIZE)
+
+    def keep(self, db: Database, line: ScimRequest) -> None:
+        """Hold a read's line until the next batch; past SCIM_LOG_BUFFER_MAX, count it lost."""
+        if len(self.lines) >= SCIM_LOG_BUFFER_MAX:
+            self.dropped += 1
+            return
+        self.lines.append(line)
+        flusher = self._flusher
+        loop = asyncio.get_running_loop()
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
+            self._now = asyncio.Event()
+            self._flusher = asyncio.create_task(self._flush_soon(db, self._now))
+
+    async def prune_if_due(self, session: AsyncSession, integration_id: str) -> None:
+        """Prune an integration's old lines in this transaction, unless done here lately."""
+        if self._pruned.get(integration_id) is None:
+            self._pruned.put(integration_id, True)
+            await prune(session, integration_id)
+
+    async def _flush_soon(self, db: Database, now: asyncio.Event) -> None:
+        """Write the held lines once the batch's moment has passed, or at once when closing."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(now.wait(), SCIM_LOG_FLUSH_S)
+        await self.flush(db)
+
+    async def flush(self, db: Database) -> None:
+        """Write every held line in one transaction; a failure is logged, never raised."""
+        lines, self.lines = self.lines, []
+        if self.dropped:
+            log.warning(
+                "%d SCIM log lines of reads were dropped: the database fell behind", self.dropped
+            )
+            self.dropped = 0
+        if not lines:
+            return
+        try:
+            async with db.session() as session:
+                session.add_all(lines)
+                for integration_id in {line.integration_id for line in lines}:
+                    await self.prune_if_due(session, integration_id)
+                await session.commit()
+        except Exception:
+            log.exception("%d SCIM log lines of reads not written", len(lines))
+
+    async def close(self, db: Database) -> None:
+        """Write the pending batch now, and whatever is held after it."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and flusher.get_loop() is asyncio.get_running_loop():
+            self._now.set()
+            await flusher
+        await self.flush(db)
 
 
 class ScimLogLine(BaseModel):

@@ -8,6 +8,7 @@ the IdPs need on top of scim2-server's service.
 """
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from scim2_models import (
@@ -28,6 +29,7 @@ from scim2_models import (
     ServiceProviderConfig,
     Sort,
 )
+from scim2_server.applications.base import BaseApplication
 from scim2_server.conditions import Conditions
 from scim2_server.errors import MethodNotAllowedException
 from scim2_server.requests import ScimRequest
@@ -36,10 +38,18 @@ from scim2_server.routing import Operation, Target
 from scim2_server.service import ScimService
 from scim2_server.utils import load_default_resource_types, load_default_schemas, parametrize
 
-from engine.apps.template import AppExtension, AppTemplate
-from engine.constants import SCIM_MAX_RESULTS
+from engine.apps.template import AppExtension, AppTemplate, load_app
+from engine.constants import (
+    SCIM_APP_CACHE_S,
+    SCIM_AUTH_CACHE_S,
+    SCIM_CACHE_SIZE,
+    SCIM_MAX_RESULTS,
+)
+from engine.scim.cache import Tenant, TtlCache
 from engine.scim.dialect import USER_SCHEMA, names_schema
+from engine.scim.log import ScimLog
 from engine.settings import Settings
+from engine.storage.db import Database
 
 OKTA_ENTITLEMENT_SCHEMA = "urn:okta:scim:schemas:core:1.0:Entitlement"
 OKTA_ROLE_SCHEMA = "urn:okta:scim:schemas:core:1.0:Role"
@@ -335,13 +345,32 @@ def build_service(settings: Settings, extension: AppExtension | None = None) -> 
     return UsherScimService(build_provider(extension), secret=settings.scim_secret)
 
 
+@dataclass(frozen=True)
+class AppService:
+    """An app's template, the SCIM service publishing its schema, and the front serving it."""
+
+    template: AppTemplate
+    service: UsherScimService
+    front: BaseApplication
+
+
 class ScimServices:
-    """One SCIM service per app extension, built once: an app's schema is part of its service."""
+    """What serving SCIM keeps in one process, each piece built once or cached with a bound.
+
+    One service per app extension (an app's schema is part of its service); each app's
+    template with its service, for SCIM_APP_CACHE_S (an edited app.yaml is served within
+    that); each integration's app and token hash, for SCIM_AUTH_CACHE_S (a rotated token is
+    refused within that); the SCIM log's lines of reads, written in batches.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.default = build_service(settings)
+        self.front = BaseApplication(self.default.provider, self.default)
         self._by_extension: dict[str, UsherScimService] = {}
+        self._apps: TtlCache[str, AppService] = TtlCache(SCIM_APP_CACHE_S, SCIM_CACHE_SIZE)
+        self.tenants: TtlCache[str, Tenant] = TtlCache(SCIM_AUTH_CACHE_S, SCIM_CACHE_SIZE)
+        self.log = ScimLog()
 
     def for_app(self, template: AppTemplate) -> UsherScimService:
         """Return the service publishing the app's extension, or the default one."""
@@ -351,6 +380,21 @@ class ScimServices:
         if key not in self._by_extension:
             self._by_extension[key] = build_service(self.settings, template.extension)
         return self._by_extension[key]
+
+    def app(self, name: str) -> AppService:
+        """Return an app's template and SCIM service, read again after SCIM_APP_CACHE_S."""
+        cached = self._apps.get(name)
+        if cached is not None:
+            return cached
+        template = load_app(self.settings.flows_dir, name)
+        service = self.for_app(template)
+        cached = AppService(template, service, BaseApplication(service.provider, service))
+        self._apps.put(name, cached)
+        return cached
+
+    async def close(self, db: Database) -> None:
+        """Write the log lines still held, before the process stops."""
+        await self.log.close(db)
 
 
 def catalogue_schema_of(kind: str) -> str:

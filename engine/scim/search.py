@@ -210,19 +210,42 @@ async def indexed_page(
     conditions: SqlConditions,
     search_request: SearchRequest[Any],
 ) -> SearchPage:
-    """Count and page the matches in SQL, oldest first."""
-    total = await source.count(kind_of(resource_type), conditions)
+    """Count and page the matches in SQL, oldest first.
+
+    A first page shorter than asked holds every match: its length is the total, with no
+    count query (an IdP's look-up by userName finds one user or none).
+    """
     start = search_request.start_index_0 or 0
-    if search_request.count == 0 or start >= total:
+    limit = search_request.count
+    if start == 0 and limit != 0:
+        resources = await _load_page(source, resource_type, conditions, search_request, 0)
+        if limit is None or len(resources) < limit:
+            return SearchPage(total=len(resources), resources=resources)
+        return SearchPage(
+            total=await source.count(kind_of(resource_type), conditions), resources=resources
+        )
+    total = await source.count(kind_of(resource_type), conditions)
+    if limit == 0 or start >= total:
         return SearchPage(total=total, resources=[])
-    resources = await source.load(
+    resources = await _load_page(source, resource_type, conditions, search_request, start)
+    return SearchPage(total=total, resources=resources)
+
+
+async def _load_page(
+    source: Source,
+    resource_type: ResourceType,
+    conditions: SqlConditions,
+    search_request: SearchRequest[Any],
+    start: int,
+) -> list[Resource[Any]]:
+    """Load one page of the matches from a position."""
+    return await source.load(
         resource_type,
         conditions,
         with_members=wants_members(search_request),
         offset=start,
         limit=search_request.count,
     )
-    return SearchPage(total=total, resources=resources)
 
 
 async def scanned_page(

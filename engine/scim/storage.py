@@ -1,7 +1,7 @@
 """SCIM Users and Groups in the request's session, so that a change and its job commit as one."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import cache, partial
 from typing import Any, cast
 
@@ -75,6 +75,8 @@ class SqlScimStorage(AsyncScimStorage):
     :param provider: The provider whose models the resources are built with. Pass the
         `ScimService`'s own, so that PATCH and filters see the models the service validated.
     :param catalogue: The app's entitlements, served at /Entitlements and /Roles.
+    :param savepoints: Whether each operation gets a savepoint; a caller that rolls a
+        failed request back whole (one operation per transaction) needs none.
     """
 
     supports_cursors = False
@@ -87,8 +89,10 @@ class SqlScimStorage(AsyncScimStorage):
         *,
         provider: ScimProvider | None = None,
         catalogue: Sequence[Entitlement] = (),
+        savepoints: bool = True,
     ) -> None:
         self.session = session
+        self.savepoints = savepoints
         self.integration_id = integration_id
         self.marker = marker
         self.provider = provider if provider is not None else default_provider()
@@ -96,7 +100,7 @@ class SqlScimStorage(AsyncScimStorage):
 
     def operation(self) -> AbstractAsyncContextManager[None]:
         """Enclose one SCIM operation in a savepoint, so that its failure undoes only itself."""
-        return self._savepoint()
+        return self._savepoint() if self.savepoints else nullcontext()
 
     async def get(
         self,

@@ -75,7 +75,6 @@ class Idp:
         served = await serve_scim(
             self.db,
             self.services,
-            self.settings,
             integration_id=self.id,
             method=method,
             base_url=f"https://usher.example/scim/v2/{self.id}",

@@ -5,15 +5,17 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from scim2_models import PayloadTooLargeException
+from sqlmodel import select
 
-from engine.apps.integrations import create_integration
+from engine.apps.integrations import create_integration, rotate_token
 from engine.scim.provider import ScimServices
 from engine.scim.service import Served, serve_scim
 from engine.settings import Settings
 from engine.storage.db import Database
-from engine.storage.models import Identity
+from engine.storage.models import Identity, ScimRequest
 from tests.harness import ROOT
 from tests.scim.conftest import SCIM_JSON, USER_SCHEMA
+from tests.scim.directory import StatementLog, recording
 
 BASE_URL = "https://usher.example/scim/v2"
 
@@ -35,6 +37,11 @@ async def unread() -> bytes:
     raise AssertionError("the body was read before the integration was authenticated")
 
 
+async def empty() -> bytes:
+    """Stand for the empty body of a GET."""
+    return b""
+
+
 def body_of(payload: object) -> Callable[[], Awaitable[bytes]]:
     """Return a reader of a JSON body."""
 
@@ -53,17 +60,17 @@ async def serve(
     method: str,
     path: str,
     read_body: Callable[[], Awaitable[bytes]],
+    query: dict[str, str] | None = None,
 ) -> Served:
     """Serve one request with a bearer token, as the route would."""
     return await serve_scim(
         db,
         services,
-        settings,
         integration_id=integration_id,
         method=method,
         base_url=f"{BASE_URL}/{integration_id}",
         path=path,
-        query={},
+        query=query or {},
         headers=[("authorization", f"Bearer {token}"), ("content-type", SCIM_JSON)],
         read_body=read_body,
     )
@@ -137,3 +144,144 @@ async def test_a_refused_request_commits_nothing_and_hands_back_no_job(
     assert int(served.response.status) == 413
     assert int(invalid.response.status) == 400
     assert served.jobs == invalid.jobs == []
+
+
+def user_named(name: str) -> Callable[[], Awaitable[bytes]]:
+    """Return the body of a POST /Users for one userName."""
+    return body_of({"schemas": [USER_SCHEMA], "userName": name})
+
+
+def said(statements: StatementLog, start: str) -> list[str]:
+    """Return the statements that begin with a verb or phrase, such as BEGIN IMMEDIATE."""
+    return [sql for sql, _params, _many in statements.statements if sql.startswith(start)]
+
+
+def reads_integration(statements: StatementLog) -> bool:
+    """Tell whether any statement read the integration table."""
+    return any("FROM integration" in sql for sql, _params, _many in statements.statements)
+
+
+async def test_a_post_is_one_write_transaction_without_redundant_round_trips(
+    sqlite_database: Database, settings: Settings
+) -> None:
+    """Once the integration is known, a POST /Users reads it no more, takes the write lock
+    once, opens no savepoint around its one operation and does not prune the log again."""
+    services = ScimServices(settings)
+    async with sqlite_database.session() as session:
+        integration, token = await create_integration(
+            session, settings, app="acme", base_url="http://127.0.0.1:9"
+        )
+    first = await serve(
+        sqlite_database,
+        services,
+        settings,
+        integration.id,
+        token,
+        "POST",
+        "Users",
+        user_named("first.post@example.com"),
+    )
+    assert int(first.response.status) == 201
+
+    with recording(sqlite_database) as statements:
+        second = await serve(
+            sqlite_database,
+            services,
+            settings,
+            integration.id,
+            token,
+            "POST",
+            "Users",
+            user_named("second.post@example.com"),
+        )
+
+    assert int(second.response.status) == 201 and len(second.jobs) == 1
+    assert len(said(statements, "BEGIN")) == 1
+    assert said(statements, "BEGIN IMMEDIATE") == ["BEGIN IMMEDIATE"]
+    assert not reads_integration(statements)
+    assert said(statements, "DELETE FROM scim_request") == []
+    assert len(said(statements, "INSERT INTO scim_request")) == 1
+    assert len(said(statements, "SAVEPOINT")) == 2, "the identity's and the job's only"
+
+
+async def test_a_read_never_takes_the_write_lock_and_its_log_line_follows(
+    sqlite_database: Database, settings: Settings
+) -> None:
+    """A filtered GET is one deferred read with no count query for its short page; its
+    SCIM log line is written with the next batch of reads."""
+    services = ScimServices(settings)
+    async with sqlite_database.session() as session:
+        integration, token = await create_integration(
+            session, settings, app="acme", base_url="http://127.0.0.1:9"
+        )
+    created = await serve(
+        sqlite_database,
+        services,
+        settings,
+        integration.id,
+        token,
+        "POST",
+        "Users",
+        user_named("looked.up@example.com"),
+    )
+    assert int(created.response.status) == 201
+    look_up = {"filter": 'userName eq "looked.up@example.com"'}
+
+    with recording(sqlite_database) as statements:
+        found = await serve(
+            sqlite_database,
+            services,
+            settings,
+            integration.id,
+            token,
+            "GET",
+            "Users",
+            empty,
+            query=look_up,
+        )
+
+    assert int(found.response.status) == 200 and found.response.body is not None
+    assert found.response.body["totalResults"] == 1
+    assert said(statements, "BEGIN") == ["BEGIN"]
+    assert said(statements, "INSERT") == said(statements, "DELETE") == []
+    assert not any("count(" in sql for sql, _params, _many in statements.statements)
+
+    await services.close(sqlite_database)
+    async with sqlite_database.reader() as session:
+        lines = (
+            await session.exec(
+                select(ScimRequest.method, ScimRequest.status).where(
+                    ScimRequest.integration_id == integration.id
+                )
+            )
+        ).all()
+    assert sorted(lines) == [("GET", 200), ("POST", 201)]
+
+
+async def test_a_new_token_works_at_once_though_the_old_one_was_known(
+    sqlite_database: Database, settings: Settings
+) -> None:
+    """The process knew the integration's old token hash: the rotated token, which does not
+    match it, is checked against the database and served at once."""
+    services = ScimServices(settings)
+    async with sqlite_database.session() as session:
+        integration, token = await create_integration(
+            session, settings, app="acme", base_url="http://127.0.0.1:9"
+        )
+    before = await serve(
+        sqlite_database, services, settings, integration.id, token, "GET", "Users", empty
+    )
+    assert int(before.response.status) == 200
+    async with sqlite_database.session() as session:
+        new_token = await rotate_token(session, integration.id, actor="test")
+
+    after = await serve(
+        sqlite_database, services, settings, integration.id, new_token, "GET", "Users", empty
+    )
+    old = await serve(
+        sqlite_database, services, settings, integration.id, token, "GET", "Users", empty
+    )
+
+    assert int(after.response.status) == 200
+    assert int(old.response.status) == 401
+    await services.close(sqlite_database)
