@@ -1,9 +1,10 @@
 """What the jobs would do now: each identity's plan and what grants each action, run nowhere.
 
-The preview loads the same data a job loads (the identity, the account Usher last knew,
-its live groups and the integration's mappings) and calls the same planner; it writes
-nothing, opens no browser and queues no job. Each action that takes access away is marked,
-and so is each one the mass-change guard holds for an operator's approval.
+The preview loads the same data a job loads (the identity, the account Usher last knew or
+the orphan its job would adopt, its live groups and the integration's mappings) and calls
+the same planner; it writes nothing, opens no browser and queues no job. Each action that
+takes access away is marked, and so is each one the mass-change guard holds for an
+operator's approval.
 """
 
 from collections.abc import Collection
@@ -16,10 +17,11 @@ from engine.apps.grants import load_groups, name_key
 from engine.apps.integrations import IntegrationError, get_integration
 from engine.apps.ownership import load_ownership
 from engine.apps.template import load_app
+from engine.jobs.drift import adopt, identity_match_key
 from engine.jobs.guard import GuardView, guard_view
 from engine.planner import PlannedAction, plan, removes_access
 from engine.settings import Settings
-from engine.storage.models import AppAccount, Identity
+from engine.storage.models import AppAccount, AppOrphan, Identity, Onboarding, utcnow
 from engine.storage.vault import Vault
 
 NO_SOURCE = "no source grants it any more"
@@ -64,6 +66,8 @@ class IntegrationPlan(BaseModel):
     identities: list[IdentityPlan]
     guard: GuardView | None = None
     """The mass-change guard: its limit, the accounts of the hour and what it holds."""
+    onboarding: str = Onboarding.ready
+    """importing: no job plans until the accounts already in the app are imported."""
 
 
 def _action(planned: PlannedAction, removal: bool, held: bool) -> ActionPreview:
@@ -111,11 +115,16 @@ async def plan_integration(
     accounts = {a.identity_id: a for a in (await session.exec(accounts_query)).all()}
     guard = await guard_view(session, integration.id)
     held = {item.identity_id for item in guard.held}
+    orphans = await _orphans(session, integration.id)
     plans: list[IdentityPlan] = []
     for identity in found:
         account = accounts.get(identity.id) or AppAccount(
             integration_id=integration.id, identity_id=identity.id
         )
+        orphan = orphans.get(identity_match_key(identity, template) or "")
+        if not account.exists and orphan is not None:
+            account = AppAccount(integration_id=integration.id, identity_id=identity.id)
+            adopt(account, orphan.app_key, orphan.active, orphan.entitlements, utcnow())
         planned = plan(identity, account, template, groups.of(identity.id), ownership)
         deleted = identity.deleted_at is not None
         if deleted and not planned.actions and not planned.notes and user is None:
@@ -135,8 +144,19 @@ async def plan_integration(
             )
         )
     return IntegrationPlan(
-        integration_id=integration.id, app=template.name, identities=plans, guard=guard
+        integration_id=integration.id,
+        app=template.name,
+        identities=plans,
+        guard=guard,
+        onboarding=integration.onboarding,
     )
+
+
+async def _orphans(session: AsyncSession, integration_id: str) -> dict[str, AppOrphan]:
+    """Return the accounts no identity owned at the last inventory, by matching value: the
+    job of an identity that matches one adopts it, and so does its preview."""
+    rows = await session.exec(select(AppOrphan).where(AppOrphan.integration_id == integration_id))
+    return {o.match_key: o for o in rows.all() if o.match_key}
 
 
 def _guard_lines(preview: IntegrationPlan) -> list[str]:
@@ -159,6 +179,11 @@ def _guard_lines(preview: IntegrationPlan) -> list[str]:
 def render_plan(preview: IntegrationPlan) -> str:
     """Lay a plan out for a terminal: per user, each action and what grants it."""
     lines = [f"integration  {preview.integration_id} ({preview.app}): nothing is run"]
+    if preview.onboarding == Onboarding.importing:
+        lines.append(
+            "importing    no job plans until the accounts already in the app are imported;"
+            " these plans do not know them yet"
+        )
     lines += _guard_lines(preview)
     for identity in preview.identities:
         lines.append(identity.user_name + (" (deleted)" if identity.deleted else ""))

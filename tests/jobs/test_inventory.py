@@ -20,6 +20,7 @@ from engine.jobs.inventory import (
     schedule_due,
     wait_for_import,
 )
+from engine.jobs.preview import plan_integration, render_plan
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.models import (
@@ -317,3 +318,29 @@ async def test_an_inventory_is_single_flight_per_integration(
     status = await state.retry_later(database, lease, "the app answered 500", max_attempts=3)
     assert status == JobStatus.superseded
     assert (await reload(database, first.id)).superseded_by == pending.id
+
+
+async def test_the_plan_shows_what_an_import_changes(
+    database: Database, settings: Settings, acme: AppTemplate
+) -> None:
+    """Before the import, usher plan says nothing plans yet; after it, Eve's plan adopts her
+    account as her job would: no create, her Admin kept and noted, not revoked. Zed, whom
+    the app does not hold, is still to be created."""
+    integration_id = await connect(database, settings, import_accounts=True)
+    await person(database, integration_id, "zed@example.com")
+    async with database.session() as session:
+        before = await plan_integration(session, settings, integration_id)
+    assert before.onboarding == Onboarding.importing
+    assert render_plan(before).splitlines()[1].startswith("importing    no job plans until")
+
+    job = await inventory_job(database, integration_id)
+    rows = [row("u2", "EVE@example.com", "Admin")]
+    await record_inventory(database, job, acme, Ownership(), rows)
+    await person(database, integration_id, "eve@example.com")
+    async with database.session() as session:
+        after = await plan_integration(session, settings, integration_id)
+    assert after.onboarding == Onboarding.ready
+    eve_plan, zed_plan = after.identities
+    assert [a.name for a in eve_plan.actions] == ["update_user"]
+    assert any("keeps admin" in note for note in eve_plan.notes), eve_plan.notes
+    assert [a.name for a in zed_plan.actions][:1] == ["create_user"]
