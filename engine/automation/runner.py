@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+from playwright.async_api import ElementHandle, Page, Request, Response, expect
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator as PwLocator
-from playwright.async_api import Page, Request, Response, expect
 
 from engine.automation.errors import FlowFailed
 from engine.automation.guard import NavigationGuard
@@ -773,15 +773,21 @@ class FlowRunner:
             if outlined is not None:
                 with contextlib.suppress(PlaywrightError):
                     await outlined.evaluate(UNOUTLINE_JS)
+                    await outlined.dispose()
 
-    async def _outline(self, focus: PwLocator | None) -> PwLocator | None:
-        """Scroll the step's element into view and outline it; None when it is not shown."""
+    async def _outline(self, focus: PwLocator | None) -> ElementHandle | None:
+        """Scroll the step's element into view and outline it; None when it is not shown.
+
+        The outline is drawn on, and later taken from, one element handle: a page that
+        removes or re-renders the element meanwhile (after the click that replaced it)
+        costs nothing, where a locator would wait for a new match until the timeout.
+        """
         if focus is None or self.dead:
             return None
-        element = focus.first
         try:
-            if not await element.is_visible():
+            if not await focus.first.is_visible():
                 return None
+            element = await focus.first.element_handle(timeout=OUTLINE_TIMEOUT_MS)
             await element.scroll_into_view_if_needed(timeout=OUTLINE_TIMEOUT_MS)
             await element.evaluate(OUTLINE_JS, OUTLINE_COLOR)
         except PlaywrightError:

@@ -18,13 +18,21 @@ TALL = html(
     "<button onclick=\"document.getElementById('proof').textContent='Done'\">Do it</button>"
     "<div style='height:1200px'></div>"
 )
+VANISHING = html(
+    "<button id=go>Send</button><script>"
+    "new MutationObserver(() => document.getElementById('go')?.remove())"
+    ".observe(document.getElementById('go'), {attributes: true, attributeFilter: ['style']})"
+    "</script>"
+)
+"""A button the page removes as soon as it is outlined, as a single-page app replaces the
+button a click sent: the outline must be taken off without waiting for it to come back."""
 OUTLINE = tuple(int(OUTLINE_COLOR[i : i + 2], 16) for i in (1, 3, 5))
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[ThreadedServer]:
     """Serve a page whose proof lies far below the fold."""
-    with serve({"/tall": TALL}) as server:
+    with serve({"/tall": TALL, "/vanishing": VANISHING}) as server:
         yield server
 
 
@@ -97,3 +105,18 @@ async def test_full_page_takes_the_whole_page(
     width, height = Image.open(io.BytesIO(ran.sink.screenshot_of("Whole page"))).size
     assert width == 800 and height > 3600
     assert Image.open(io.BytesIO(ran.sink.screenshot_of("Viewport"))).size == (800, 600)
+
+
+async def test_an_element_the_page_removes_while_outlined_costs_no_wait(
+    browsers: BrowserPool, site: ThreadedServer, redis_url: str
+) -> None:
+    """The clicked button is gone before the outline comes off: the step ends at once,
+    not after the step timeout (2 s here) spent looking for the button again."""
+    ran = await run_flow(
+        browsers,
+        site.url,
+        redis_url,
+        [goto("/vanishing"), {"name": "Send", "click": {"role": "button", "name": "Send"}}],
+    )
+    assert ran.failure is None, ran.failure
+    assert ran.sink.named("Send").duration_ms < 2000

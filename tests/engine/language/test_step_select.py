@@ -23,6 +23,7 @@ PAGES = {
         <script>function pick(li){document.querySelector('[data-testid=plan]').textContent=
         li.textContent; document.getElementById('list').hidden=true}</script>"""
     ),
+    "/framed": html("<h1>Member</h1><iframe id=editor src=/dropdown></iframe>"),
 }
 
 
@@ -64,6 +65,28 @@ async def test_select_in_a_custom_dropdown_clicks_the_option(
     )
     assert ran.failure is None
     assert all(s.status == "ok" for s in ran.sink.results)
+    assert ran.extra["page"] == "Pro"
+
+
+async def test_select_in_a_custom_dropdown_inside_an_iframe_finds_its_options_there(
+    browsers: BrowserPool, site: ThreadedServer, redis_url: str
+) -> None:
+    """With `frame`, the dropdown and its options are both looked for inside the iframe."""
+    ran = await run_flow(
+        browsers,
+        site.url,
+        redis_url,
+        [
+            goto("/framed"),
+            {"select": {"role": "combobox", "name": "Plan"}, "value": "Pro", "frame": "#editor"},
+            {"expect": {"test_id": "plan"}, "text": "Pro", "frame": "#editor"},
+        ],
+        read_page=evaluated(
+            "document.getElementById('editor').contentDocument"
+            ".querySelector('[data-testid=plan]').textContent"
+        ),
+    )
+    assert ran.failure is None, ran.failure
     assert ran.extra["page"] == "Pro"
 
 
