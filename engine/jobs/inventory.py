@@ -73,8 +73,29 @@ class InventoryUnavailable(IntegrationError):
 
 
 async def wait_for_import(db: Database, lease: state.Lease) -> str | None:
-    """Hold a job of an importing integration until the import ends; None if not importing."""
-    return await state.wait_for_import(db, lease, IMPORT_WAIT)
+    """Hold a job of an importing integration until the import ends; None if not importing.
+
+    The integration's row is written first, in the move's transaction, so the import's end
+    (which writes it too, then releases the waiting jobs) comes wholly before or wholly
+    after this move: no job is left waiting for an import that has ended.
+    """
+
+    async def importing(session: AsyncSession) -> bool:
+        """Tell whether the job's integration still imports, holding its row until commit."""
+        job = await session.get(Job, lease.job_id)
+        if job is None:
+            return False
+        still = await session.exec(
+            update(Integration)
+            .where(
+                Integration.id == job.integration_id,
+                Integration.onboarding == Onboarding.importing,
+            )
+            .values(onboarding=Onboarding.importing)
+        )
+        return still.rowcount == 1
+
+    return await state.wait_while(db, lease, IMPORT_WAIT, importing)
 
 
 async def queue_inventory(

@@ -30,12 +30,10 @@ from engine.storage import audit
 from engine.storage.db import Database
 from engine.storage.models import (
     Identity,
-    Integration,
     Job,
     JobKind,
     JobStatus,
     Lane,
-    Onboarding,
     utcnow,
 )
 
@@ -517,47 +515,6 @@ async def _wait_in(session: AsyncSession, lease: Lease, reason: str) -> str:
     if moved == 1:
         return JobStatus.waiting
     return await _status_of(session, lease.job_id)
-
-
-async def wait_for_import(db: Database, lease: Lease, reason: str) -> str | None:
-    """Hold an owned attempt in `waiting` while its integration imports the app's accounts.
-
-    Returns None, writing nothing, when the integration is not importing. The integration's
-    row is written first, so the import's end (which writes it too, then releases the
-    waiting jobs) comes wholly before or wholly after this move: no job is left waiting.
-    """
-    async with db.session() as session:
-        job = await session.get(Job, lease.job_id)
-        if job is None:
-            return None
-        importing = await session.exec(
-            update(Integration)
-            .where(
-                Integration.id == job.integration_id,
-                Integration.onboarding == Onboarding.importing,
-            )
-            .values(onboarding=Onboarding.importing)
-        )
-        if importing.rowcount != 1:
-            await session.rollback()
-            return None
-        values = {"status": JobStatus.waiting, "error": reason, "lease_until": None}
-        moved = await _try_update(session, update(Job).where(*_owned(lease)).values(**values))
-        if moved is None:
-            return await _supersede_owned(session, lease, reason)
-        if moved == 1:
-            _audit(
-                session,
-                lease.job_id,
-                JobStatus.waiting,
-                actor=lease.worker,
-                error=reason,
-                evidence=await audit.evidence_digest(session, lease.job_id),
-            )
-        await session.commit()
-        if moved == 1:
-            return JobStatus.waiting
-        return await _status_of(session, lease.job_id)
 
 
 async def release_waiting(
