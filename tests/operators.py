@@ -26,13 +26,16 @@ class Account:
     role: str
 
 
-def usher_cli(usher: Usher, *args: str, stdin: str | None = None) -> Result:
+def usher_cli(usher: Usher, *args: str, stdin: str | None = None, queue: bool = False) -> Result:
     """Run the real `usher` command on the session's data dir, in a thread of its own.
 
     Playwright's sync API keeps an event loop on the main thread; the CLI runs its own.
+    `queue`: on the session's Redis too, so the jobs the command queues go to its workers.
     """
     command = [*args, "--data-dir", str(usher.settings.data_dir)]
     env = {"USHER_DATABASE_URL": usher.settings.resolved_database_url}
+    if queue:
+        env["USHER_REDIS_URL"] = usher.redis_url
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(CliRunner().invoke, app, command, input=stdin, env=env).result()
 
