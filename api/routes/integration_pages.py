@@ -10,9 +10,10 @@ from api.deps import PageAdmin, PageOperator, ReaderDep, SessionDep, SettingsDep
 from api.pages import render
 from engine.apps.integrations import IntegrationError, describe_integration, list_integrations
 from engine.apps.integrations import rotate_token as rotate_scim_token
+from engine.apps.webhooks import describe_webhook
 from engine.constants import PEOPLE_PAGE_SIZE
-from engine.jobs.guard import guard_view
 from engine.jobs.people import list_people, recent_counts
+from engine.jobs.ui_drift import integration_fallbacks
 from engine.operators.sessions import Principal
 from engine.scim.log import read_log
 from engine.settings import Settings
@@ -54,16 +55,25 @@ async def _integration_page(
     integration_id: str,
     token: str | None = None,
 ) -> HTMLResponse:
-    """Render an integration, with a new SCIM token shown this once when there is one."""
+    """Render an integration, with a new SCIM token shown this once when there is one.
+
+    Beside what to paste into the IdP: the steps its last runs needed a fallback for (why
+    it is degraded) and its latest alert deliveries.
+    """
     vault = Vault.from_path(settings.vault_key_path)
     try:
         view = await describe_integration(session, settings, vault, integration_id)
     except IntegrationError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
-    counts = await recent_counts(session, integration_id)
-    guard = await guard_view(session, integration_id)
     return render(
-        request, "integration.html", operator, view=view, counts=counts, guard=guard, token=token
+        request,
+        "integration.html",
+        operator,
+        view=view,
+        counts=await recent_counts(session, integration_id),
+        fallbacks=await integration_fallbacks(session, integration_id),
+        webhook=await describe_webhook(session, integration_id),
+        token=token,
     )
 
 
