@@ -12,6 +12,7 @@ from engine.apps.integrations import IntegrationError, describe_integration, lis
 from engine.apps.integrations import rotate_token as rotate_scim_token
 from engine.apps.webhooks import describe_webhook
 from engine.constants import PEOPLE_PAGE_SIZE
+from engine.jobs.guard import guard_view
 from engine.jobs.people import list_people, recent_counts
 from engine.jobs.ui_drift import integration_fallbacks
 from engine.operators.sessions import Principal
@@ -71,6 +72,7 @@ async def _integration_page(
         operator,
         view=view,
         counts=await recent_counts(session, integration_id),
+        guard=await guard_view(session, integration_id),
         fallbacks=await integration_fallbacks(session, integration_id),
         webhook=await describe_webhook(session, integration_id),
         token=token,
