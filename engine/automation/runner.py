@@ -640,7 +640,7 @@ class FlowRunner:
         elif kind == "totp":
             await self._type_totp(target, step.secret, timeout_ms)
         elif kind == "select":
-            await self._select(target, self._render(step.value or ""), timeout_ms, step.frame)
+            await self._select(target, self._render(step.value or ""), timeout_ms)
         elif kind == "upload":
             await target.set_input_files(self._files(step.files), timeout=timeout_ms)
         elif kind in ("check", "uncheck"):
@@ -681,18 +681,14 @@ class FlowRunner:
             if response is not None and response.status >= 500:
                 raise FlowFailed(f"the app answered {response.status}", transient=True)
 
-    async def _select(
-        self, target: PwLocator, value: str, timeout_ms: int, frame: str | None
-    ) -> None:
-        """Choose an option: natively in a <select>, else by clicking the option by name,
-        in the step's frame, where a custom dropdown keeps its options beside itself."""
+    async def _select(self, target: PwLocator, value: str, timeout_ms: int) -> None:
+        """Choose an option: natively in a <select>, else by clicking the option by name."""
         tag = await target.first.evaluate("el => el.tagName")
         if tag == "SELECT":
             await target.select_option(value, timeout=timeout_ms)
             return
         await target.click(timeout=timeout_ms)
-        root: Any = self.page.frame_locator(self._render(frame)) if frame else self.page
-        await root.get_by_role("option", name=value, exact=True).click(timeout=timeout_ms)
+        await self.page.get_by_role("option", name=value, exact=True).click(timeout=timeout_ms)
 
     def _files(self, names: list[str]) -> list[Path]:
         """Return upload files from the app's folder, refusing paths that leave it."""
