@@ -448,10 +448,18 @@ class FlowRunner:
             await self.page.wait_for_timeout(POLL_S * 1000)
 
     async def _goto(self, url: str, timeout_ms: int) -> None:
-        """Open a URL on the integration's origin; a 5xx page is worth another attempt."""
+        """Open a URL on the integration's origin, afresh; a 5xx page is worth another attempt.
+
+        The URL the page already shows is reloaded: for a single-page app's route (a URL
+        with a #fragment) a browser would otherwise do nothing and keep what it shows,
+        such as the error a retried action is retried from.
+        """
         if not self.guard.allowed(url):
             raise FlowFailed(f"refused to open {url}: not the integration's origin")
-        response = await self.page.goto(url, timeout=timeout_ms, wait_until="load")
+        if url == self.page.url:
+            response = await self.page.reload(timeout=timeout_ms, wait_until="load")
+        else:
+            response = await self.page.goto(url, timeout=timeout_ms, wait_until="load")
         if response is not None and response.status >= 500:
             raise FlowFailed(f"the app answered {response.status}", transient=True)
 

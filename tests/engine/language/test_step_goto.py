@@ -21,10 +21,19 @@ async def broken(_: Request) -> Response:
     return HTMLResponse("<title>t</title><h1>Oops</h1>", status_code=503)
 
 
+SINGLE_PAGE = html(
+    "<p id=shown></p><script>const loads = Number(sessionStorage.getItem('loads') || 0) + 1;"
+    "sessionStorage.setItem('loads', loads);"
+    "document.getElementById('shown').textContent = `${location.hash} load ${loads}`;</script>"
+)
+"""A single-page app that renders its route once per load of the document."""
+
+
 @pytest.fixture(scope="module")
 def site() -> Iterator[ThreadedServer]:
     """Serve the pages of this file."""
-    with serve({"/hello/{name}": hello, "/broken": broken, "/start": html("<p>start</p>")}) as s:
+    pages = {"/hello/{name}": hello, "/broken": broken, "/start": html("<p>start</p>")}
+    with serve({**pages, "/app": SINGLE_PAGE}) as s:
         yield s
 
 
@@ -70,3 +79,25 @@ async def test_goto_a_failing_page_is_transient(
     ran = await run_flow(browsers, site.url, redis_url, [goto("/broken")])
     assert ran.failure is not None and ran.failure.transient
     assert "the app answered 503" in str(ran.failure)
+
+
+async def test_goto_the_route_the_page_shows_loads_it_again(
+    browsers: BrowserPool, site: ThreadedServer, redis_url: str
+) -> None:
+    """A browser keeps a single-page app's route as it is when told to open it again (only
+    the #fragment would change, and it does not): goto reloads it, so what the page shows
+    is fresh, as after any other goto."""
+    ran = await run_flow(
+        browsers,
+        site.url,
+        redis_url,
+        [
+            goto("/app#/members/g-1"),
+            {"expect": {"css": "#shown"}, "text": "#/members/g-1 load 1"},
+            goto("/app#/members/g-1"),
+            {"expect": {"css": "#shown"}, "text": "#/members/g-1 load 2"},
+        ],
+        read_page=evaluated("sessionStorage.getItem('loads')"),
+    )
+    assert ran.failure is None, ran.failure
+    assert ran.extra["page"] == "2"
