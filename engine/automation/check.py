@@ -341,13 +341,44 @@ def check_flow(path: Path, app: AppTemplate) -> list[Problem]:
     return problems + _check_steps(flow.steps, path, Scope(app, flow.action), fragments_of(app))
 
 
+def check_inventory(app: AppTemplate) -> list[Problem]:
+    """Return what `inventory:` names that list_users does not read: its rows, or a column."""
+    spec = app.inventory
+    flow_path = app.flow_path("list_users")
+    if spec is None or "list_users" not in app.actions or not flow_path.is_file():
+        return []
+    where = app.folder / "app.yaml"
+    try:
+        flow = load_flow(flow_path)
+    except FlowError:
+        return []
+    readers = [
+        s for _, s in _walk(flow.steps) if s.extract_rows is not None and s.into == spec.rows
+    ]
+    if not readers:
+        message = (
+            f"list_users reads no rows into {spec.rows!r}: no extract_rows has into: {spec.rows}"
+        )
+        return [Problem(where, "inventory", message)]
+    columns = {name for step in readers for name in step.columns}
+    named = {"key": [spec.key], "match.column": [spec.match.column]}
+    named["status"] = [spec.status] if spec.status else []
+    named["entitlements"] = spec.entitlements
+    return [
+        Problem(where, "inventory", f"{field} {column!r} is no column list_users reads")
+        for field, wanted in named.items()
+        for column in wanted
+        if column not in columns
+    ]
+
+
 def check_app(flows_dir: Path | None, name: str) -> list[Problem]:
     """Return every problem of an app: capabilities, its template, each declared flow."""
     try:
         app = load_app(flows_dir, name)
     except AppError as error:
         return [Problem(app_path(flows_dir, name), "template", str(error))]
-    problems = check_capabilities(app, app.folder / "app.yaml")
+    problems = check_capabilities(app, app.folder / "app.yaml") + check_inventory(app)
     for action in app.actions:
         path = app.flow_path(action)
         if not path.is_file():
