@@ -6,10 +6,16 @@ from typing import Annotated
 
 import typer
 
-from cli.commands import in_session, run, settings_for
+from cli.commands import in_session, run, settings_for, with_database
 from cli.jobs import CLI_ACTOR, _with_queue
 from engine.constants import RECONCILE_WAIT_S
-from engine.jobs.inventory import DriftState, drift_of, queue_inventory, render_drift
+from engine.jobs.inventory import (
+    DriftState,
+    drift_of,
+    queue_inventory,
+    render_drift,
+    skip_import,
+)
 from engine.jobs.queue import JobQueue
 from engine.jobs.views import watch_job
 from engine.settings import Settings
@@ -96,3 +102,22 @@ def drift_command(
     settings = settings_for(data_dir)
     drift = run(lambda: in_session(settings, lambda s: drift_of(s, integration_id)))
     typer.echo(drift.model_dump_json(indent=2) if as_json else render_drift(drift))
+
+
+def skip_import_command(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Plan without importing the app's accounts first: the app holds none Usher must find.
+
+    The jobs that waited for the import run now; an account already in the app is then met
+    by a create that finds it, as before imports existed.
+    """
+    settings = settings_for(data_dir)
+    released = run(
+        lambda: with_database(settings, lambda db: skip_import(db, integration_id, actor=CLI_ACTOR))
+    )
+    typer.echo(
+        f"integration {integration_id} plans without an import;"
+        f" {len(released)} waiting job(s) queued"
+    )

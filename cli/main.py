@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cli.commands import fail, in_session, redis_for_up, run, settings_for, with_database
-from cli.drift import drift_command, reconcile_command
+from cli.drift import drift_command, reconcile_command, skip_import_command
 from cli.embedded import running_owner, served_by
 from cli.evidence import evidence
 from cli.flows import flows
@@ -517,6 +517,7 @@ def integrations_set_remediate(
     typer.echo(f"integration {integration.id}: {what}; protected accounts are never touched")
 
 
+integrations.command("skip-import")(skip_import_command)
 app.command("reconcile")(reconcile_command)
 app.command("drift")(drift_command)
 

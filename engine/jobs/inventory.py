@@ -66,6 +66,8 @@ IMPORT_WAIT = "waiting for the integration's import of the accounts already in t
 """Why a job of an importing integration waits; the import's end releases exactly these."""
 IMPORTED = "integration.imported"
 """The audit event of an integration whose import ended: it plans from now on."""
+IMPORT_SKIPPED = "integration.import_skipped"
+"""The audit event of an operator making an importing integration plan without its import."""
 
 
 class InventoryUnavailable(IntegrationError):
@@ -103,8 +105,8 @@ async def queue_inventory(
 ) -> Job:
     """Queue an inventory of an integration now (or return the one pending); committed.
 
-    Raises InventoryUnavailable when its app cannot list its accounts or secrets are
-    missing, IntegrationError when there is no such integration.
+    Raises InventoryUnavailable when its app cannot list its accounts, secrets are missing
+    or its sign-in is paused; IntegrationError when there is no such integration.
     """
     integration = await get_integration(session, integration_id)
     template = load_app(settings.flows_dir, integration.app)
@@ -117,6 +119,11 @@ async def queue_inventory(
     missing = [s.name for s in template.secrets if s.name not in held]
     if missing:
         raise InventoryUnavailable(lacking_secrets(integration.id, missing))
+    if integration.breaker != BreakerState.closed:
+        raise InventoryUnavailable(
+            f"sign-in to integration {integration.id} is paused (breaker {integration.breaker}):"
+            f" fix the secret and run `usher integrations resume {integration.id}`"
+        )
     job = await state.ensure_inventory(session, integration.id, actor=actor)
     await session.commit()
     return job
@@ -461,6 +468,29 @@ async def _end_import(
                 "orphans": len(findings.orphans),
             },
         )
+
+
+async def skip_import(db: Database, integration_id: str, *, actor: str) -> list[Job]:
+    """Make an importing integration plan without its import, for an operator who knows the
+    app holds no account Usher must find first; return the jobs that waited, queued."""
+    async with db.session() as session:
+        integration = await get_integration(session, integration_id)
+        ended = await session.exec(
+            update(Integration)
+            .where(Integration.id == integration.id, Integration.onboarding == Onboarding.importing)
+            .values(onboarding=Onboarding.ready, updated_at=utcnow())
+        )
+        if ended.rowcount != 1:
+            raise InventoryUnavailable(f"integration {integration.id} is not importing")
+        audit.record(
+            session,
+            actor=actor,
+            event_name=IMPORT_SKIPPED,
+            integration_id=integration.id,
+            target=integration.id,
+        )
+        await session.commit()
+    return list(await state.release_waiting(db, integration_id, reason=IMPORT_WAIT))
 
 
 async def note_deactivations(

@@ -14,10 +14,14 @@ from engine.apps.template import AppTemplate, load_app
 from engine.jobs import state
 from engine.jobs.drift import DriftFindings
 from engine.jobs.inventory import (
+    IMPORT_SKIPPED,
     IMPORT_WAIT,
+    InventoryUnavailable,
     adopt_orphan,
+    queue_inventory,
     record_inventory,
     schedule_due,
+    skip_import,
     wait_for_import,
 )
 from engine.jobs.preview import plan_integration, render_plan
@@ -26,6 +30,7 @@ from engine.storage.db import Database
 from engine.storage.models import (
     AppAccount,
     AppOrphan,
+    AuditEvent,
     DriftReport,
     Identity,
     Integration,
@@ -344,3 +349,57 @@ async def test_the_plan_shows_what_an_import_changes(
     assert [a.name for a in eve_plan.actions] == ["update_user"]
     assert any("keeps admin" in note for note in eve_plan.notes), eve_plan.notes
     assert [a.name for a in zed_plan.actions][:1] == ["create_user"]
+
+
+async def test_skipping_an_import_releases_only_the_jobs_that_waited_for_it(
+    database: Database, settings: Settings
+) -> None:
+    """An operator's skip-import: the job that waited for the import is queued, the one
+    waiting for the breaker is not; audited; a second skip is refused."""
+    integration_id = await connect(database, settings, import_accounts=True)
+    ann = await person(database, integration_id, "ann@example.com")
+    bob = await person(database, integration_id, "bob@example.com")
+    ann_job = await identity_job(database, ann)
+    assert await wait_for_import(database, await running(database, ann_job)) == JobStatus.waiting
+    bob_job = await identity_job(database, bob)
+    await state.wait(database, await running(database, bob_job), "sign-in paused")
+
+    released = await skip_import(database, integration_id, actor="ops")
+
+    assert [j.id for j in released] == [ann_job.id]
+    assert (await reload(database, bob_job.id)).status == JobStatus.waiting
+    async with database.session() as session:
+        integration = await session.get(Integration, integration_id)
+        assert integration is not None and integration.onboarding == Onboarding.ready
+        (event,) = (
+            await session.exec(
+                select(AuditEvent).where(
+                    AuditEvent.integration_id == integration_id,
+                    AuditEvent.event == IMPORT_SKIPPED,
+                )
+            )
+        ).all()
+        assert event.actor == "ops"
+    with pytest.raises(InventoryUnavailable, match="is not importing"):
+        await skip_import(database, integration_id, actor="ops")
+
+
+async def test_an_inventory_is_refused_while_the_app_cannot_be_read(
+    database: Database, settings: Settings
+) -> None:
+    """Secrets missing, or the sign-in paused by the breaker: refused, saying what to do."""
+    vault = Vault.from_path(settings.vault_key_path)
+    async with database.session() as session:
+        bare, _ = await create_integration(
+            session, settings, app="acme", base_url="http://127.0.0.1:9"
+        )
+        with pytest.raises(InventoryUnavailable, match="lacks secrets admin_username"):
+            await queue_inventory(session, settings, vault, bare.id, actor="ops")
+    integration_id = await connect(database, settings, import_accounts=False)
+    async with database.session() as session:
+        await session.exec(
+            update(Integration).where(Integration.id == integration_id).values(breaker="open")
+        )
+        await session.commit()
+        with pytest.raises(InventoryUnavailable, match="integrations resume"):
+            await queue_inventory(session, settings, vault, integration_id, actor="ops")
