@@ -88,6 +88,13 @@ REPEAT_MAX_ROUNDS: Final = 1000
 """The highest bound a flow's `repeat` may declare: every loop of a flow ends."""
 FRAGMENT_MAX_DEPTH: Final = 8
 """Fragments nested deeper than this fail at run time; `flows check` refuses any cycle."""
+CLICK_SETTLE_S: Final = 2.0
+"""How long a click waits for the requests it sent (a fetch, a background save) to end; a
+page the click opened is waited for until loaded, within the step's timeout."""
+CLICK_QUIET_S: Final = 0.1
+"""After a click's requests ended, the network must stay quiet this long before the step
+ends: an answer's handler that opens a page or sends more is still the click's doing. A
+click that sent no request does not wait for it."""
 PAGER_SETTLE_S: Final = 0.5
 """How long extract_rows gives a shown but disabled Next or Load more to enable again."""
 

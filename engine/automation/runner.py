@@ -1,5 +1,6 @@
 """Replay a flow's steps on a Playwright page, with a masked screenshot after each step."""
 
+import asyncio
 import contextlib
 import hashlib
 import re
@@ -29,6 +30,8 @@ from engine.automation.language import (
 )
 from engine.automation.totp import TotpLedger, fresh_code
 from engine.constants import (
+    CLICK_QUIET_S,
+    CLICK_SETTLE_S,
     FRAGMENT_MAX_DEPTH,
     MASK_COLOR,
     OUTLINE_COLOR,
@@ -37,7 +40,8 @@ from engine.constants import (
 )
 
 POLL_S = 0.1
-NAVIGATION_GRACE_S = 0.1
+TICK_JS = "() => new Promise(done => requestAnimationFrame(() => setTimeout(done, 0)))"
+"""Resolve after the page's next frame and the task after it."""
 REDACTED = "•••"
 BENIGN_REQUEST_FAILURES = ("ERR_BLOCKED_BY_CLIENT", "ERR_ABORTED")
 """Request failures that are Usher's own guard or a navigation cutting a fetch short."""
@@ -648,7 +652,7 @@ class FlowRunner:
         elif kind == "totp":
             await self._type_totp(target, step.secret, timeout_ms)
         elif kind == "select":
-            await self._select(target, self._render(step.value or ""), timeout_ms)
+            await self._select(target, self._render(step.value or ""), timeout_ms, step.frame)
         elif kind == "upload":
             await target.set_input_files(self._files(step.files), timeout=timeout_ms)
         elif kind in ("check", "uncheck"):
@@ -661,42 +665,57 @@ class FlowRunner:
             await self._expect_element(step, target, timeout_ms)
 
     async def _click(self, target: PwLocator, timeout_ms: int) -> None:
-        """Click, then wait for the page the click started to load, if it started one."""
-        started: list[Request] = []
-        committed: list[bool] = []
-
-        def on_request(request: Request) -> None:
-            if request.is_navigation_request() and request.frame == self.page.main_frame:
-                started.append(request)
-
-        def on_navigated(frame: Any) -> None:
-            if frame == self.page.main_frame:
-                committed.append(True)
-
-        self.page.on("request", on_request)
-        self.page.on("framenavigated", on_navigated)
+        """Click, then wait for what the click started: the page it opened, loaded, or the
+        requests it sent, settled (at most CLICK_SETTLE_S); nothing started, no wait."""
+        watch = _ClickWatch(self.page)
+        watch.listen()
         try:
             await target.click(timeout=timeout_ms)
-            await self.page.wait_for_timeout(NAVIGATION_GRACE_S * 1000)
-            if started and not committed:
-                await self.page.wait_for_event("framenavigated", timeout=timeout_ms)
+            await self._settle(watch, timeout_ms)
         finally:
-            self.page.remove_listener("request", on_request)
-            self.page.remove_listener("framenavigated", on_navigated)
-        if started:
+            watch.stop()
+        if watch.navigations:
             await self.page.wait_for_load_state("load", timeout=timeout_ms)
-            response = await started[-1].response()
+            response = await watch.navigations[-1].response()
             if response is not None and response.status >= 500:
                 raise FlowFailed(f"the app answered {response.status}", transient=True)
 
-    async def _select(self, target: PwLocator, value: str, timeout_ms: int) -> None:
-        """Choose an option: natively in a <select>, else by clicking the option by name."""
+    async def _settle(self, watch: "_ClickWatch", timeout_ms: int) -> None:
+        """Let the click's handlers run, then wait for the navigation they started to commit,
+        or for the requests they sent to end and the network to stay quiet for
+        CLICK_QUIET_S (what an answer's handler starts counts too); all within CLICK_SETTLE_S.
+        A click that sent nothing waits for nothing more."""
+        deadline = time.monotonic() + CLICK_SETTLE_S
+        await self._tick()
+        while not watch.navigations:
+            left = deadline - time.monotonic()
+            if not watch.requests or left <= 0:
+                return
+            if watch.pending:
+                await watch.changed(left)
+            elif not await watch.changed(min(CLICK_QUIET_S, left)):
+                return
+        if not watch.committed:
+            await self.page.wait_for_event("framenavigated", timeout=timeout_ms)
+
+    async def _tick(self) -> None:
+        """Wait for the page's next frame and the task after it: handlers and the timers they
+        set for now have run, and every request they sent has been announced."""
+        with contextlib.suppress(PlaywrightError):
+            await self.page.evaluate(TICK_JS)
+
+    async def _select(
+        self, target: PwLocator, value: str, timeout_ms: int, frame: str | None
+    ) -> None:
+        """Choose an option: natively in a <select>, else by clicking the option by name,
+        in the step's frame, where a custom dropdown keeps its options beside itself."""
         tag = await target.first.evaluate("el => el.tagName")
         if tag == "SELECT":
             await target.select_option(value, timeout=timeout_ms)
             return
         await target.click(timeout=timeout_ms)
-        await self.page.get_by_role("option", name=value, exact=True).click(timeout=timeout_ms)
+        root: Any = self.page.frame_locator(self._render(frame)) if frame else self.page
+        await root.get_by_role("option", name=value, exact=True).click(timeout=timeout_ms)
 
     def _files(self, names: list[str]) -> list[Path]:
         """Return upload files from the app's folder, refusing paths that leave it."""
@@ -910,6 +929,62 @@ class FlowRunner:
             if value and len(value) >= 4:
                 text = text.replace(value, REDACTED)
         return text
+
+
+class _ClickWatch:
+    """What a click started on a page: main-frame navigations, and other requests not ended."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.navigations: list[Request] = []
+        self.committed = False
+        self.pending: set[Request] = set()
+        self.requests = 0
+        """How many requests other than a main-frame navigation the click started."""
+        self._changed = asyncio.Event()
+
+    def listen(self) -> None:
+        """Start watching the page's requests and navigations."""
+        self.page.on("request", self._started)
+        self.page.on("requestfinished", self._ended)
+        self.page.on("requestfailed", self._ended)
+        self.page.on("framenavigated", self._navigated)
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self.page.remove_listener("request", self._started)
+        self.page.remove_listener("requestfinished", self._ended)
+        self.page.remove_listener("requestfailed", self._ended)
+        self.page.remove_listener("framenavigated", self._navigated)
+
+    async def changed(self, within_s: float) -> bool:
+        """Wait until a request starts or ends, at most `within_s`; False if none did."""
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), within_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def _started(self, request: Request) -> None:
+        """Note a request: the main frame's navigation, or one to wait for."""
+        if request.is_navigation_request() and request.frame == self.page.main_frame:
+            self.navigations.append(request)
+        else:
+            self.pending.add(request)
+            self.requests += 1
+        self._changed.set()
+
+    def _ended(self, request: Request) -> None:
+        """Note a request that finished or failed."""
+        self.pending.discard(request)
+        self._changed.set()
+
+    def _navigated(self, frame: Any) -> None:
+        """Note that the main frame committed a navigation."""
+        if frame == self.page.main_frame:
+            self.committed = True
+            self._changed.set()
 
 
 async def _shown(control: PwLocator) -> bool:
