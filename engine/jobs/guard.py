@@ -114,21 +114,18 @@ async def _row(session: AsyncSession, job_id: str) -> Removal | None:
 def _counting(integration: Integration, now: datetime) -> list[Any]:
     """Return the conditions of the rows that count against the integration's hour.
 
-    Held rows count; admitted ones since the last approval; planned ones while their job
-    may still run. Approved and dropped rows never do.
+    Admitted rows count since the last approval; held and planned ones while their job is
+    live (a cancelled one no longer does). Approved and dropped rows never do.
     """
     live = select(Job.id).where(Job.id == Removal.job_id, col(Job.status).in_(state.LIVE))
     admitted = Removal.status == RemovalStatus.admitted
     if integration.removals_approved_at is not None:
         admitted = and_(admitted, col(Removal.counted_at) > integration.removals_approved_at)
+    waiting = col(Removal.status).in_((RemovalStatus.held, RemovalStatus.planned))
     return [
         Removal.integration_id == integration.id,
         col(Removal.counted_at) > now - timedelta(seconds=GUARD_WINDOW_S),
-        or_(
-            Removal.status == RemovalStatus.held,
-            admitted,
-            and_(Removal.status == RemovalStatus.planned, live.exists()),
-        ),
+        or_(admitted, and_(waiting, live.exists())),
     ]
 
 

@@ -163,6 +163,20 @@ async def test_a_job_that_removes_nothing_after_all_stops_counting(database: Dat
     assert await guard.admit(database, other.job, REVOKE) is None
 
 
+async def test_a_cancelled_held_job_stops_counting(database: Database) -> None:
+    """An operator who cancels a held job decided about it: it no longer fills the hour."""
+    people = await guarded_integration(database, 3, limit=1)
+    integration_id = people[0].integration_id
+    claims = [await claimed(database, person) for person in people[:2]]
+    for claim in claims:
+        await admit_and_park(database, claim)
+    held = claims[1].job
+    assert held is not None
+    assert (await view(database, integration_id)).accounts_last_hour == 2
+    await state.cancel(database, held.id, actor="frank")
+    assert (await view(database, integration_id)).accounts_last_hour == 1
+
+
 async def test_the_hour_slides(database: Database) -> None:
     """An account admitted more than an hour ago no longer counts."""
     people = await guarded_integration(database, 2, limit=1)
