@@ -13,6 +13,7 @@ from engine.apps.template import AppTemplate
 from engine.automation.browser import BrowserPool
 from engine.automation.language import FRAGMENTS_DIR
 from engine.automation.runner import FlowRunner, RunContext
+from engine.automation.sessions import browser_state
 from engine.automation.totp import TotpLedger
 
 
@@ -50,8 +51,12 @@ def build_run(
 async def open_runner(
     browsers: BrowserPool, run: RunContext, storage_state: dict[str, Any] | None = None
 ) -> AsyncIterator[FlowRunner]:
-    """Yield a guarded runner on a new page in its own context, closed afterwards."""
-    async with browsers.context(storage_state) as context:
+    """Yield a guarded runner on a new page in its own context, closed afterwards.
+
+    The context starts with the kept state's cookies and localStorage; SignIn gives the
+    page the rest (sessionStorage) before the login flow runs.
+    """
+    async with browsers.context(browser_state(storage_state)) as context:
         runner = FlowRunner(await context.new_page(), run)
         await runner.guard_navigation()
         yield runner

@@ -1,4 +1,10 @@
-"""The app's logged-in browser state per integration: encrypted, versioned, shared."""
+"""The app's logged-in browser state per integration: encrypted, versioned, shared.
+
+The state is Playwright's storage_state (cookies and localStorage) plus what it leaves out:
+the sessionStorage of the app's origin, where single-page apps often keep their token. It
+is read from the tab the login flow ran in and given back to a new tab by an init script
+before the app's first document runs, once per tab and generation.
+"""
 
 import asyncio
 import contextlib
@@ -7,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.automation.errors import FlowFailed
+from engine.automation.guard import origin_of
 from engine.automation.language import Flow
 from engine.automation.runner import FlowOutcome, FlowRunner, StepSink
 from engine.constants import LEASE_RENEWALS, LOGIN_LOCK_PREFIX, LOGIN_LOCK_S, LOGIN_WAIT_S
@@ -20,6 +28,13 @@ from engine.metrics import SignInResult, count_sign_in
 from engine.storage.db import Database
 from engine.storage.models import IntegrationSession, utcnow
 from engine.storage.vault import Vault
+
+SESSION_STORAGE = "session_storage"
+"""The key of a kept state holding sessionStorage: [{"origin": ..., "items": {name: value}}]."""
+RESTORED_MARK = "usher.kept-generation"
+"""The sessionStorage item that records which kept generation a tab was given."""
+READ_SESSION_STORAGE_JS = """mark => Object.fromEntries(
+  Object.entries(sessionStorage).filter(([name]) => name !== mark))"""
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,46 @@ async def save_session(
     session.add(row)
     await session.commit()
     return row.generation
+
+
+def browser_state(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return the part of a kept state a new browser context restores by itself."""
+    if state is None:
+        return None
+    return {name: value for name, value in state.items() if name != SESSION_STORAGE}
+
+
+async def read_session_storage(page: Page, base_url: str) -> list[dict[str, Any]]:
+    """Return the sessionStorage of the app's origin in this tab; none when it is elsewhere."""
+    origin = origin_of(base_url)
+    if origin_of(page.url) != origin:
+        return []
+    items = await page.evaluate(READ_SESSION_STORAGE_JS, RESTORED_MARK)
+    return [{"origin": origin, "items": items}] if items else []
+
+
+def restore_script(entries: list[dict[str, Any]], generation: int) -> str:
+    """Return a script that gives a tab of the kept origin its sessionStorage, unless the
+    tab already holds this generation or a newer one (so a later sign-in is never undone)."""
+    return f"""(() => {{
+  const entry = {json.dumps(entries)}.find(e => e.origin === location.origin);
+  if (!entry) return;
+  const mark = {json.dumps(RESTORED_MARK)};
+  if (Number(sessionStorage.getItem(mark) || 0) >= {generation}) return;
+  for (const [name, value] of Object.entries(entry.items)) sessionStorage.setItem(name, value);
+  sessionStorage.setItem(mark, "{generation}");
+}})()"""
+
+
+async def restore_session_storage(page: Page, kept: StoredSession) -> None:
+    """Give the tab the kept sessionStorage: before its next document's scripts run, and at
+    once when it already shows the app (a newer session found before signing in again)."""
+    entries = kept.state.get(SESSION_STORAGE) or []
+    if not entries:
+        return
+    script = restore_script(entries, kept.generation)
+    await page.context.add_init_script(script)
+    await page.evaluate(script)
 
 
 class SignInGate(Protocol):
@@ -94,6 +149,8 @@ class SignIn:
         self.redis = redis
         self.integration_id = integration_id
         self.generation = kept.generation if kept else 0
+        self.unrestored = kept
+        """The kept session whose sessionStorage the page has not been given yet."""
         self.gate = gate
         self.reuse_kept = reuse_kept
         self.fresh = False
@@ -140,12 +197,16 @@ class SignIn:
         if self.reuse_kept:
             async with self.db.session() as session:
                 kept = await load_session(session, self.vault, self.integration_id)
-        if kept is not None and kept.generation > self.generation:
-            try:
+        try:
+            if kept is not None and kept.generation > self.generation:
                 await context.add_cookies(kept.state.get("cookies", []))
-            except PlaywrightError as error:
-                raise FlowFailed(f"the browser went away: {error}", transient=True) from error
-            self.generation = kept.generation
+                self.generation = kept.generation
+                self.unrestored = kept
+            if self.unrestored is not None:
+                await restore_session_storage(runner.page, self.unrestored)
+                self.unrestored = None
+        except PlaywrightError as error:
+            raise FlowFailed(f"the browser went away: {error}", transient=True) from error
         self.fresh = False
         try:
             outcome = await runner.run(login, sink)
@@ -162,6 +223,9 @@ class SignIn:
         if self.fresh:
             try:
                 state = dict(await context.storage_state())
+                state[SESSION_STORAGE] = await read_session_storage(
+                    runner.page, runner.run_context.base_url
+                )
             except PlaywrightError as error:
                 raise FlowFailed(f"the browser went away: {error}", transient=True) from error
             async with self.db.session() as session:
