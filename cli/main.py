@@ -582,12 +582,17 @@ def tokens_list(data_dir: DataDir = None) -> None:
 
 @fixtures.command("serve")
 def fixtures_serve(
-    fixture: Annotated[str, typer.Argument(help="The fixture app: acme.")],
+    fixture: Annotated[str, typer.Argument(help="The fixture app: acme or globex.")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8100,
 ) -> None:
     """Run a fixture app in the foreground, printing its sign-in details."""
-    if fixture != "acme":
-        raise fail(f"unknown fixture {fixture!r} (fixtures: acme)")
-    from fixtures.acme.server import serve as serve_acme
+    if fixture == "acme":
+        from fixtures.acme.server import serve as serve_acme
 
-    serve_acme(port)
+        serve_acme(port)
+    elif fixture == "globex":
+        from fixtures.globex.server import serve as serve_globex
+
+        serve_globex(port)
+    else:
+        raise fail(f"unknown fixture {fixture!r} (fixtures: acme, globex)")

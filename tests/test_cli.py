@@ -2,12 +2,16 @@
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.harness import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,3 +92,30 @@ def test_create_integration_and_secrets(cli: CliRunner, tmp_path: Path) -> None:
     disk = b"".join(p.read_bytes() for p in data_dir.glob("usher.db*"))
     for secret in (password, info["token"], operator.stdout.strip()):
         assert secret.encode() not in disk
+
+
+def test_fixtures_serve_runs_globex_and_names_the_fixtures(cli: CliRunner, tmp_path: Path) -> None:
+    """`usher fixtures serve globex` serves the single-page app and prints its sign-in; an
+    unknown fixture is one line naming both."""
+    unknown = cli.invoke(app, ["fixtures", "serve", "initech"])
+    assert unknown.exit_code == 2
+    assert unknown.stderr.strip() == "usher: unknown fixture 'initech' (fixtures: acme, globex)"
+    port = free_port()
+    log = tmp_path / "globex.log"
+    command = [sys.executable, "-m", "cli", "fixtures", "serve", "globex", "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        def serving() -> bool:
+            try:
+                return 'data-release="1"' in httpx.get(f"http://127.0.0.1:{port}/").text
+            except httpx.TransportError:
+                return False
+
+        wait_for(serving, 30, "usher fixtures serve globex")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    printed = log.read_text()
+    assert f"Globex on http://127.0.0.1:{port}" in printed and "TOTP seed:" in printed
