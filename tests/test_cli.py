@@ -38,7 +38,9 @@ def test_unknown_app_is_one_line(cli: CliRunner) -> None:
     """An unknown app names the apps there are."""
     result = cli.invoke(app, ["integrations", "create", "--app", "nope", "--base-url", "http://x"])
     assert result.exit_code == 2
-    assert result.stderr.strip() == (f"usher: unknown app 'nope' (apps in {ROOT / 'flows'}: acme)")
+    assert result.stderr.strip() == (
+        f"usher: unknown app 'nope' (apps in {ROOT / 'flows'}: acme, globex)"
+    )
 
 
 def test_bad_base_url_is_refused(cli: CliRunner) -> None:

@@ -57,11 +57,12 @@ def test_own_apps_sit_beside_the_built_in_ones(tmp_path: Path) -> None:
     """A deployment's folder adds its apps to the built-in ones and wins on a shared name."""
     own_app(tmp_path)
     shutil.copytree(ROOT / "flows" / "acme", tmp_path / "acme")
-    assert available_apps(tmp_path) == ["acme", "beta"] == [*available_apps(None), "beta"]
+    assert available_apps(tmp_path) == ["acme", "beta", "globex"]
+    assert available_apps(None) == ["acme", "globex"]
     assert load_app(tmp_path, "beta").folder == tmp_path / "beta"
     assert load_app(tmp_path, "acme").folder == tmp_path / "acme"
     assert load_app(None, "acme").folder == (ROOT / "flows" / "acme").resolve()
-    with pytest.raises(AppError, match=f"apps in {tmp_path}, .*flows: acme, beta"):
+    with pytest.raises(AppError, match=f"apps in {tmp_path}, .*flows: acme, beta, globex"):
         load_app(tmp_path, "gamma")
 
 
