@@ -11,6 +11,8 @@ from engine.settings import Settings
 from engine.storage.db import Database
 from fixtures.acme.server import AcmeServer
 from fixtures.acme.state import AcmeState
+from fixtures.globex.server import GlobexServer
+from fixtures.globex.state import GlobexState
 from tests.databases import (  # noqa: F401 (the database fixtures, for every test)
     SERVED,
     database,
@@ -25,6 +27,7 @@ from tests.harness import (
     Connected,
     Usher,
     connect_acme,
+    connect_globex,
     free_port,
     other_redis_db,
     start_process,
@@ -35,8 +38,8 @@ from tests.harness import (
 )
 
 TEST_TOTP_PERIOD_S = 10
-"""Acme's codes in the tests last ten seconds, handed to Usher as an otpauth URI: a second
-sign-in waits for a fresh code at most that long, not a real 30-second window."""
+"""Acme's and Globex's codes in the tests last ten seconds, handed to Usher as an otpauth
+URI: a second sign-in waits for a fresh code at most that long, not a 30-second window."""
 USHER_REDIS_DBS = {"sqlite": 1, "postgresql": 2}
 """The Redis database of each session Usher's queue (tests/scim uses 15, tests/jobs 14)."""
 
@@ -121,3 +124,16 @@ def acme() -> Iterator[AcmeServer]:
 async def connected(usher: Usher, usher_db: Database, acme: AcmeServer) -> Connected:
     """Return a fresh Acme integration on the running Usher."""
     return await connect_acme(usher, usher_db, acme)
+
+
+@pytest.fixture
+def globex() -> Iterator[GlobexServer]:
+    """Run a fresh Globex for one test."""
+    with GlobexServer(GlobexState(totp_period_s=TEST_TOTP_PERIOD_S)) as server:
+        yield server
+
+
+@pytest.fixture
+async def globex_connected(usher: Usher, usher_db: Database, globex: GlobexServer) -> Connected:
+    """Return a fresh Globex integration on the running Usher."""
+    return await connect_globex(usher, usher_db, globex)

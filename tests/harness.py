@@ -1,4 +1,4 @@
-"""Helpers the tests share: running Usher's processes and connecting Acme."""
+"""Helpers the tests share: running Usher's processes and connecting Acme and Globex."""
 
 import contextlib
 import os
@@ -21,6 +21,7 @@ from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.vault import Vault
 from fixtures.acme.server import AcmeServer
+from fixtures.globex.server import GlobexServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,15 +216,40 @@ async def connect_acme_at(
     its waiting jobs are proven in tests/e2e/test_drift.py. Without `secrets` the service
     account is left unset, as an IT admin who has not typed it yet.
     """
+    service_account = acme.state.service_account() if secrets else None
+    return await connect_app_at(
+        api, settings, db, "acme", acme.url + path, service_account, import_accounts
+    )
+
+
+async def connect_globex(usher: Usher, db: Database, globex: GlobexServer) -> Connected:
+    """Create a Globex integration with the service account's secrets.
+
+    Like connect_acme, it skips the onboarding import: the tests meet Globex's seed
+    members only where they mean to.
+    """
+    return await connect_app_at(
+        usher.api, usher.settings, db, "globex", globex.url, globex.state.service_account(), False
+    )
+
+
+async def connect_app_at(
+    api: str,
+    settings: Settings,
+    db: Database,
+    app: str,
+    base_url: str,
+    service_account: dict[str, str] | None,
+    import_accounts: bool,
+) -> Connected:
+    """Create an integration of an app at a base URL, with its service account if given."""
     async with db.session() as session:
         integration, token = await create_integration(
-            session, settings, app="acme", base_url=acme.url + path, import_accounts=import_accounts
+            session, settings, app=app, base_url=base_url, import_accounts=import_accounts
         )
-        if secrets:
+        if service_account is not None:
             vault = Vault.from_path(settings.vault_key_path)
-            await set_secrets(
-                session, settings, vault, integration.id, acme.state.service_account()
-            )
+            await set_secrets(session, settings, vault, integration.id, service_account)
         operator = await create_api_token(session, "tests")
     scim_url = f"{api}/scim/v2/{integration.id}"
     return Connected(integration.id, token, operator, scim_url)

@@ -28,6 +28,18 @@ async def scim_post(connected: Connected, body: dict) -> httpx.Response:
         )
 
 
+async def scim_patch(connected: Connected, user_id: str, *operations: dict) -> None:
+    """PATCH a user with RFC 7644 operations."""
+    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations}
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        response = await client.patch(
+            f"{connected.scim_url}/Users/{user_id}",
+            json=body,
+            headers={"Authorization": f"Bearer {connected.token}"},
+        )
+    assert response.status_code in (200, 204), response.text
+
+
 async def wait_job(db: Database, identity_id: str, timeout_s: float = 90) -> Job:
     """Wait until the identity's newest job is final."""
     deadline = time.monotonic() + timeout_s

@@ -2,7 +2,6 @@
 
 import json
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -10,22 +9,10 @@ from cli.main import app
 from engine.storage.db import Database
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
-from tests.e2e.support import job_detail, scim_post, wait_job
+from tests.e2e.support import job_detail, scim_patch, scim_post, wait_job
 from tests.harness import ROOT, Connected, Usher
 
 ACME_EXTENSION = "urn:usher:params:scim:schemas:extension:acme:2.0:User"
-
-
-async def scim_patch(connected: Connected, user_id: str, *operations: dict) -> None:
-    """PATCH a user with RFC 7644 operations."""
-    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations}
-    async with httpx.AsyncClient() as client:
-        response = await client.patch(
-            f"{connected.scim_url}/Users/{user_id}",
-            json=body,
-            headers={"Authorization": f"Bearer {connected.token}"},
-        )
-    assert response.status_code in (200, 204), response.text
 
 
 async def reconciled(
