@@ -17,7 +17,7 @@ from fixtures.globex.server import GlobexServer
 from fixtures.globex.state import GlobexState, Member
 from fixtures.idp import okta_user
 from tests.e2e.support import job_detail, scim_patch, scim_post, wait_job
-from tests.harness import Connected, Usher
+from tests.harness import Connected, Usher, wait_for
 
 CROWD = 25
 """Members listed before the new one (by last name), so finding it means scrolling."""
@@ -206,3 +206,17 @@ async def test_globex_v2_passes_through_the_fallbacks_and_is_reported_degraded(
         "Open the Add member form",
         "Type the email",
     ]
+    shown: dict = {}
+
+    def health_names_the_job() -> bool:
+        nonlocal shown
+        answer = httpx.get(
+            f"{usher.api}/api/integrations/{connected.id}",
+            headers={"Authorization": f"Bearer {connected.operator}"},
+            timeout=30,
+        )
+        shown = answer.json()
+        return job.id in (shown.get("health_detail") or "")
+
+    wait_for(health_names_the_job, 30, "the integration's health to name the degraded job")
+    assert shown["health"] == "degraded"
