@@ -10,7 +10,7 @@ from engine.apps.grants import GroupRef, group_grants, mapping_rules
 from engine.apps.profile import watched_projection
 from engine.apps.template import AppTemplate
 from engine.jobs.guard import foresee_loss, wake
-from engine.jobs.state import ensure_pending, lane_of
+from engine.jobs.state import ensure_pending, first_job, lane_of
 from engine.storage.models import Identity, Job, Lane, Membership, ScimGroup
 
 NAMES_BEFORE = "usher_names_before"
@@ -69,12 +69,15 @@ class Outbox:
             return
         identity.generation += 1
         self.session.add(identity)
-        job = await ensure_pending(
-            self.session,
-            identity.integration_id,
-            identity_id=identity.id,
-            lane=lane_of(identity),
-        )
+        if before is None:
+            job = first_job(self.session, identity.integration_id, identity.id, lane_of(identity))
+        else:
+            job = await ensure_pending(
+                self.session,
+                identity.integration_id,
+                identity_id=identity.id,
+                lane=lane_of(identity),
+            )
         await wake(self.session, job)
         if job.lane == Lane.urgent:
             await foresee_loss(self.session, job)

@@ -231,6 +231,18 @@ async def ensure_pending(
     return job
 
 
+def first_job(session: AsyncSession, integration_id: str, identity_id: str, lane: str) -> Job:
+    """Queue the first job of an identity created in this transaction.
+
+    No job can exist for an identity that did not exist before: there is nothing to look
+    up, to race with or to supersede, so the job is added without a round trip of its own.
+    """
+    job = Job(integration_id=integration_id, identity_id=identity_id, lane=lane)
+    session.add(job)
+    _audit(session, job.id, JobStatus.queued, integration_id=integration_id, lane=job.lane)
+    return job
+
+
 async def ensure_inventory(session: AsyncSession, integration_id: str, *, actor: str) -> Job:
     """Return the integration's pending inventory job, creating a queued one if there is none.
 

@@ -56,6 +56,11 @@ def default_provider() -> ScimProvider:
     return load_default_provider()
 
 
+def taken(attribute: str, value: str) -> str:
+    """Return the 409 detail of a unique value another resource holds."""
+    return f"{attribute} {value!r} is already taken"
+
+
 def chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
     """Split ids into slices small enough for one `IN (...)`."""
     for start in range(0, len(values), CHUNK):
@@ -319,14 +324,14 @@ class SqlScimStorage(AsyncScimStorage):
 
     async def _ensure_user_name_free(self, columns: dict[str, Any], own_id: str | None) -> str:
         """Refuse a userName another user holds, whatever its case; return the 409 detail."""
-        detail = f"userName {columns['user_name']!r} is already taken"
+        detail = taken("userName", columns["user_name"])
         if await self._user_name_taken(columns["user_name_key"], own_id):
             raise UniquenessException(detail=detail)
         return detail
 
     async def _ensure_display_name_free(self, columns: dict[str, Any], own_id: str | None) -> str:
         """Refuse a group displayName another group holds, whatever its case; return the detail."""
-        detail = f"displayName {columns['display_name']!r} is already taken"
+        detail = taken("displayName", columns["display_name"])
         if await self._display_name_taken(columns["display_name_key"], own_id):
             raise UniquenessException(detail=detail)
         return detail
@@ -334,9 +339,13 @@ class SqlScimStorage(AsyncScimStorage):
     async def _create_user(
         self, resource_type: ResourceType, resource: Resource[Any]
     ) -> Resource[Any]:
-        """Insert an Identity, then tell the marker a user was created."""
+        """Insert an Identity, then tell the marker a user was created.
+
+        A userName another user holds is found by the insert itself: the unique index
+        refuses it in a savepoint and the 409 names it, with no look-up before every create.
+        """
         columns = user_columns(resource)
-        detail = await self._ensure_user_name_free(columns, None)
+        detail = taken("userName", columns["user_name"])
         now = utcnow()
         identity = Identity(
             integration_id=self.integration_id,
