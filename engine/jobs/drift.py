@@ -174,6 +174,8 @@ class Remediation(BaseModel):
     """The userNames whose jobs were queued."""
     deactivate: list[str] = []
     """The orphans' keys to deactivate."""
+    held: list[str] = []
+    """Orphans left active for now: the mass-change guard's hour had no room for them."""
     deactivated: list[str] = []
     failed: list[str] = []
 
@@ -281,5 +283,9 @@ def render_findings(findings: DriftFindings) -> list[str]:
         )
         if remediation.failed:
             remedy_line += f", {len(remediation.failed)} could not be"
+        if remediation.held:
+            remedy_line += (
+                f", {len(remediation.held)} left active: the mass-change guard's hour is full"
+            )
     lines.append(f"remediation  {remedy_line}")
     return lines

@@ -139,6 +139,16 @@ async def accounts_counted(
     return (await session.exec(query)).one()
 
 
+async def headroom(session: AsyncSession, integration: Integration) -> int:
+    """Return how many more accounts may lose access in the integration's hour, unapproved.
+
+    An inventory's remediation deactivates orphans within this room and leaves the rest
+    active for a later run: a wrong matching rule must not strip an app in one go either.
+    """
+    counted = await accounts_counted(session, integration, utcnow())
+    return max(0, integration.max_removals_per_hour - counted)
+
+
 async def _row_of(session: AsyncSession, job: Job, now: datetime) -> Removal:
     """Return a job's removal row, making a planned one if it has none."""
     row = await _row(session, job.id)

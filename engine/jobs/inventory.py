@@ -25,7 +25,7 @@ from engine.apps.integrations import IntegrationError, get_integration, lacking_
 from engine.apps.ownership import Ownership
 from engine.apps.template import AppError, AppTemplate, load_app
 from engine.constants import AUDIT_SYSTEM_ACTOR, DRIFT_DEACTIVATE_MAX, IMPORT_RETRY_S
-from engine.jobs import state
+from engine.jobs import guard, state
 from engine.jobs.breaker import BreakerState
 from engine.jobs.drift import (
     DriftFindings,
@@ -416,11 +416,14 @@ async def record_inventory(
                 recorded.queued.append(pending)
                 findings.remediation.queued.append(identity.user_name)
             if "deactivate_user" in template.actions:
-                recorded.deactivate = [
+                candidates = [
                     key
                     for key, orphan in kept.items()
                     if not orphan.protected and orphan.active is not False
-                ][:DRIFT_DEACTIVATE_MAX]
+                ]
+                room = await guard.headroom(session, integration)
+                recorded.deactivate = candidates[: min(DRIFT_DEACTIVATE_MAX, room)]
+                findings.remediation.held = candidates[len(recorded.deactivate) :]
             findings.remediation.deactivate = recorded.deactivate
         report = DriftReport(
             integration_id=integration.id,

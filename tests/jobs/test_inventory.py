@@ -11,7 +11,7 @@ from sqlmodel import col, select
 from engine.apps.integrations import create_integration, set_ownership, set_secrets
 from engine.apps.ownership import Ownership
 from engine.apps.template import AppTemplate, load_app
-from engine.jobs import state
+from engine.jobs import guard, state
 from engine.jobs.drift import DriftFindings
 from engine.jobs.inventory import (
     IMPORT_SKIPPED,
@@ -303,6 +303,31 @@ async def test_a_remediating_inventory_queues_what_differs_and_names_the_orphans
     assert findings.remediation.ran and findings.remediation.queued == ["ann@example.com"]
     assert [d.not_shown for d in findings.differing] == [["editor"]]
     assert [p.name for p in findings.protected] == ["vip@x.test"]
+
+
+async def test_remediation_deactivates_orphans_only_within_the_guards_hour(
+    database: Database, settings: Settings, acme: AppTemplate
+) -> None:
+    """With room for one account to lose access this hour, one of three orphans is to be
+    deactivated and the other two stay active, listed as held, for a later run."""
+    integration_id = await connect(database, settings, import_accounts=False)
+    async with database.session() as session:
+        await set_ownership(
+            session, integration_id, authoritative=True, remediate=True, actor="test"
+        )
+        await guard.set_guard(session, integration_id, 1, actor="test")
+    job = await inventory_job(database, integration_id)
+    rows = [row(f"u{n}", f"orphan{n}@example.com") for n in range(3)]
+    ownership = Ownership(protected=frozenset(), service_account="usher-bot")
+    recorded = await record_inventory(database, job, acme, ownership, rows)
+
+    assert recorded.deactivate == ["u0"]
+    async with database.session() as session:
+        report = await session.get(DriftReport, recorded.report_id)
+    assert report is not None
+    findings = DriftFindings.model_validate(report.report)
+    assert findings.remediation.deactivate == ["u0"]
+    assert findings.remediation.held == ["u1", "u2"]
 
 
 async def test_an_inventory_is_single_flight_per_integration(
