@@ -138,6 +138,15 @@ class _Already(Exception):
     """Stop a flow whose state is already so."""
 
 
+class SecretAhead(Exception):
+    """A run told to stop before typing a secret reached a step that would type one."""
+
+
+def types_secret(step: Step) -> bool:
+    """Tell whether a step types a secret: a templated value that reads one, or a TOTP code."""
+    return step.kind == "totp" or uses_secret(step.value)
+
+
 class FlowRunner:
     """Run flows on one page, one step at a time, recording every step."""
 
@@ -170,6 +179,8 @@ class FlowRunner:
         page.on("requestfinished", lambda request: self.network.append(("response", request.url)))
         self.crashed = False
         page.on("crash", self._on_crash)
+        self.until_secret = False
+        """The current run stops before a step that would type a secret (SecretAhead)."""
 
     def _on_crash(self, _: Page) -> None:
         """Note that the page's renderer crashed: every later call on it fails."""
@@ -205,11 +216,14 @@ class FlowRunner:
         """Block top-level navigation to hosts the app's template does not allow."""
         await self.guard.install()
 
-    async def run(self, flow: Flow, sink: StepSink) -> FlowOutcome:
+    async def run(self, flow: Flow, sink: StepSink, *, until_secret: bool = False) -> FlowOutcome:
         """Run every step of a flow into a sink; raise FlowFailed with step, locator and URL.
 
-        Each run starts with no extracted values: one flow never reads another's.
+        Each run starts with no extracted values: one flow never reads another's. With
+        `until_secret`, the run raises SecretAhead instead of running a step that would type
+        a secret: what it ran before stays recorded.
         """
+        self.until_secret = until_secret
         self.sink = sink
         self.extracted.clear()
         self.rows.clear()
@@ -255,6 +269,8 @@ class FlowRunner:
         halted = self.run_context.halt() if self.run_context.halt else None
         if halted:
             raise FlowFailed(f"stopped before step {self.position + 1}: {halted}", transient=True)
+        if self.until_secret and types_secret(step):
+            raise SecretAhead(step.title)
         self.position += 1
         position, started = self.position, time.monotonic()
         if step.kind in ACTING:

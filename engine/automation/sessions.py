@@ -22,7 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.automation.errors import FlowFailed
 from engine.automation.guard import origin_of
 from engine.automation.language import Flow
-from engine.automation.runner import FlowOutcome, FlowRunner, StepSink
+from engine.automation.runner import FlowOutcome, FlowRunner, SecretAhead, StepSink
 from engine.constants import LEASE_RENEWALS, LOGIN_LOCK_PREFIX, LOGIN_LOCK_S, LOGIN_WAIT_S
 from engine.metrics import SignInResult, count_sign_in
 from engine.storage.db import Database
@@ -129,9 +129,11 @@ class SignInGate(Protocol):
 class SignIn:
     """Sign a run's browser context in, sharing one kept session per integration.
 
-    The login flow runs under the integration's Redis lock, one worker at a time: a
-    worker that waited loads the session another just made, so an expired session is
-    re-established once, not by every worker.
+    A context that starts with a kept session checks it without any lock: the login flow
+    runs up to its first step that would type a secret, and a session still valid ends it
+    `already`. Only a sign-in that must type credentials runs the login flow under the
+    integration's Redis lock, one worker at a time: a worker that waited loads the session
+    another just made, so an expired session is re-established once, not by every worker.
     """
 
     def __init__(
@@ -161,6 +163,9 @@ class SignIn:
         Raises FlowFailed when the flow fails or another worker's sign-in takes too long,
         and as transient when Redis, which holds the lock, cannot be reached.
         """
+        if self.reuse_kept and self.generation:
+            with contextlib.suppress(SecretAhead):
+                return await self._check_kept(runner, login, sink)
         lock = self.redis.lock(
             f"{LOGIN_LOCK_PREFIX}{self.integration_id}",
             timeout=LOGIN_LOCK_S,
@@ -184,22 +189,39 @@ class SignIn:
             with contextlib.suppress(LockError, RedisError, OSError):
                 await lock.release()
 
+    async def _check_kept(self, runner: FlowRunner, login: Flow, sink: StepSink) -> FlowOutcome:
+        """Without the lock: ask the gate, then run login on the kept session until it would
+        type a secret (SecretAhead: the session is no longer valid, sign in for real)."""
+        await self._ask_gate()
+        await self._give_kept(runner, None)
+        return await self._run_login(runner, login, sink, until_secret=True)
+
     async def _sign_in(self, runner: FlowRunner, login: Flow, sink: StepSink) -> FlowOutcome:
         """Under the lock: ask the gate, take a newer kept session, run login, keep what it made."""
-        context = runner.page.context
-        if self.gate is not None:
-            try:
-                await self.gate.before()
-            except FlowFailed:
-                count_sign_in(self.integration_id, SignInResult.paused)
-                raise
+        await self._ask_gate()
         kept = None
         if self.reuse_kept:
-            async with self.db.session() as session:
+            async with self.db.reader() as session:
                 kept = await load_session(session, self.vault, self.integration_id)
+        await self._give_kept(runner, kept)
+        return await self._run_login(runner, login, sink, until_secret=False)
+
+    async def _ask_gate(self) -> None:
+        """Raise FlowFailed when the gate (the breaker) lets no sign-in be tried now."""
+        if self.gate is None:
+            return
+        try:
+            await self.gate.before()
+        except FlowFailed:
+            count_sign_in(self.integration_id, SignInResult.paused)
+            raise
+
+    async def _give_kept(self, runner: FlowRunner, kept: StoredSession | None) -> None:
+        """Give the context a newer kept session's cookies, and the page the sessionStorage
+        of the session it was given last."""
         try:
             if kept is not None and kept.generation > self.generation:
-                await context.add_cookies(kept.state.get("cookies", []))
+                await runner.page.context.add_cookies(kept.state.get("cookies", []))
                 self.generation = kept.generation
                 self.unrestored = kept
             if self.unrestored is not None:
@@ -207,9 +229,14 @@ class SignIn:
                 self.unrestored = None
         except PlaywrightError as error:
             raise FlowFailed(f"the browser went away: {error}", transient=True) from error
+
+    async def _run_login(
+        self, runner: FlowRunner, login: Flow, sink: StepSink, *, until_secret: bool
+    ) -> FlowOutcome:
+        """Run the login flow, count how it went, and keep the session a real sign-in made."""
         self.fresh = False
         try:
-            outcome = await runner.run(login, sink)
+            outcome = await runner.run(login, sink, until_secret=until_secret)
         except FlowFailed as failure:
             refused = SignInResult.refused if failure.refused else SignInResult.failed
             count_sign_in(self.integration_id, refused)
@@ -221,20 +248,22 @@ class SignIn:
             self.integration_id, SignInResult.signed_in if self.fresh else SignInResult.kept
         )
         if self.fresh:
-            try:
-                state = dict(await context.storage_state())
-                state[SESSION_STORAGE] = await read_session_storage(
-                    runner.page, runner.run_context.base_url
-                )
-            except PlaywrightError as error:
-                raise FlowFailed(f"the browser went away: {error}", transient=True) from error
-            async with self.db.session() as session:
-                self.generation = await save_session(
-                    session, self.vault, self.integration_id, state
-                )
-            if self.gate is not None:
-                await self.gate.succeeded()
+            await self._keep(runner)
         return outcome
+
+    async def _keep(self, runner: FlowRunner) -> None:
+        """Keep the session a sign-in made, sessionStorage included, and tell the gate."""
+        try:
+            state = dict(await runner.page.context.storage_state())
+            state[SESSION_STORAGE] = await read_session_storage(
+                runner.page, runner.run_context.base_url
+            )
+        except PlaywrightError as error:
+            raise FlowFailed(f"the browser went away: {error}", transient=True) from error
+        async with self.db.session() as session:
+            self.generation = await save_session(session, self.vault, self.integration_id, state)
+        if self.gate is not None:
+            await self.gate.succeeded()
 
 
 async def _hold(lock: Lock) -> None:

@@ -53,7 +53,7 @@ class Breaker:
 
     async def before(self) -> None:
         """Refuse to sign in while the breaker is open (a probe may sign in half-open)."""
-        async with self.db.session() as session:
+        async with self.db.reader() as session:
             integration = await session.get(Integration, self.integration_id)
         if integration is None:
             raise FlowFailed(f"no integration {self.integration_id}")
