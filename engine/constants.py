@@ -79,8 +79,6 @@ TOTP_LEDGER_PERIODS: Final = 4
 MASK_COLOR: Final = "#FF00FF"
 OUTLINE_COLOR: Final = "#FF6A00"
 """The outline drawn around the element a step acted on or asserted, in its screenshot."""
-OUTLINE_TIMEOUT_MS: Final = 1000
-"""How long scrolling that element into view may take before the picture is taken as is."""
 SCREENSHOT_TYPE: Final = "png"
 STEP_TIMEOUT_MS: Final = 10_000
 NAVIGATION_TIMEOUT_MS: Final = 20_000

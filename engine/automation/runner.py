@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from playwright.async_api import ElementHandle, Page, Request, Response, expect
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator as PwLocator
+from playwright.async_api import Page, Request, Response, expect
 
 from engine.automation.errors import FlowFailed
 from engine.automation.guard import NavigationGuard
@@ -35,7 +35,6 @@ from engine.constants import (
     FRAGMENT_MAX_DEPTH,
     MASK_COLOR,
     OUTLINE_COLOR,
-    OUTLINE_TIMEOUT_MS,
     PAGER_SETTLE_S,
 )
 
@@ -50,17 +49,30 @@ ACTING = ("goto", "click", "fill", "select", "check", "uncheck", "press", "uploa
 STRICT_MODE = re.compile(r"strict mode violation: .*? resolved to (\d+) elements")
 COVERED = re.compile(r"- (.+?) intercepts pointer events")
 
-OUTLINE_JS = """(el, color) => {
+OUTLINE_JS = """(els, color) => {
+  const el = els[0];
+  if (!el) return false;
+  const box = el.getBoundingClientRect();
+  if (!box.width || !box.height || getComputedStyle(el).visibility === 'hidden') return false;
+  if (el.scrollIntoViewIfNeeded) el.scrollIntoViewIfNeeded(true);
+  else el.scrollIntoView({block: 'center', inline: 'nearest'});
   el.dataset.usherOutline = JSON.stringify([el.style.outline, el.style.outlineOffset]);
   el.style.outline = `3px solid ${color}`;
   el.style.outlineOffset = '2px';
+  return true;
 }"""
-UNOUTLINE_JS = """el => {
-  const [outline, offset] = JSON.parse(el.dataset.usherOutline || '["", ""]');
-  el.style.outline = outline;
-  el.style.outlineOffset = offset;
-  delete el.dataset.usherOutline;
+"""Outline the first element of a locator if it is shown (a box, not visibility: hidden, as
+Playwright tells visible), scrolled into view: one round trip, and none waits for it."""
+UNOUTLINE_JS = """() => {
+  for (const el of document.querySelectorAll('[data-usher-outline]')) {
+    const [outline, offset] = JSON.parse(el.dataset.usherOutline);
+    el.style.outline = outline;
+    el.style.outlineOffset = offset;
+    delete el.dataset.usherOutline;
+  }
 }"""
+"""Take every outline off in the locator's frame: an element the page removed meanwhile is
+simply no longer there."""
 STRIPPED_HTML_JS = """() => {
   const root = document.documentElement.cloneNode(true);
   for (const el of root.querySelectorAll('input, textarea, select, option')) {
@@ -811,27 +823,22 @@ class FlowRunner:
         finally:
             if outlined is not None:
                 with contextlib.suppress(PlaywrightError):
-                    await outlined.evaluate(UNOUTLINE_JS)
-                    await outlined.dispose()
+                    await outlined.evaluate_all(UNOUTLINE_JS)
 
-    async def _outline(self, focus: PwLocator | None) -> ElementHandle | None:
+    async def _outline(self, focus: PwLocator | None) -> PwLocator | None:
         """Scroll the step's element into view and outline it; None when it is not shown.
 
-        The outline is drawn on, and later taken from, one element handle: a page that
-        removes or re-renders the element meanwhile (after the click that replaced it)
-        costs nothing, where a locator would wait for a new match until the timeout.
+        One evaluation over the locator's matches draws it, one takes it off: neither waits
+        for the element, so a page that removes or re-renders it meanwhile (after the click
+        that replaced it) costs nothing.
         """
         if focus is None or self.dead:
             return None
         try:
-            if not await focus.first.is_visible():
-                return None
-            element = await focus.first.element_handle(timeout=OUTLINE_TIMEOUT_MS)
-            await element.scroll_into_view_if_needed(timeout=OUTLINE_TIMEOUT_MS)
-            await element.evaluate(OUTLINE_JS, OUTLINE_COLOR)
+            shown = await focus.evaluate_all(OUTLINE_JS, OUTLINE_COLOR)
         except PlaywrightError:
             return None
-        return element
+        return focus if shown else None
 
     async def _record(
         self,
