@@ -107,6 +107,12 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+async def _account_of(session: AsyncSession, identity_id: str) -> AppAccount | None:
+    """Return an identity's account row, if it has one."""
+    query = select(AppAccount).where(AppAccount.identity_id == identity_id)
+    return (await session.exec(query)).first()
+
+
 @dataclass
 class JobServices:
     """What running a job needs; built once per worker."""
@@ -213,7 +219,7 @@ class JobRunner:
         None when the gate is full (or Redis cannot say): the job is then held for a moment.
         """
         services = self.services
-        async with services.db.session() as session:
+        async with services.db.reader() as session:
             job = await session.get(Job, job_id)
             integration = await session.get(Integration, job.integration_id) if job else None
         if integration is not None:
@@ -243,7 +249,7 @@ class JobRunner:
             return
         with contextlib.suppress(*REDIS_DOWN):
             await self.gate.leave(job_id)
-        async with self.services.db.session() as session:
+        async with self.services.db.reader() as session:
             job = await session.get(Job, job_id)
         if job is not None:
             released = await state.release_held(self.services.db, job.integration_id)
@@ -394,7 +400,7 @@ class JobRunner:
             self.services.db, lease, error, max_attempts=self.services.settings.job_max_attempts
         )
         if status == JobStatus.retrying:
-            async with self.services.db.session() as session:
+            async with self.services.db.reader() as session:
                 job = await session.get(Job, lease.job_id)
             if job is not None and job.not_before is not None:
                 delay = (job.not_before - utcnow()).total_seconds()
@@ -406,7 +412,7 @@ class JobRunner:
     async def _come_back_later(self, lease: state.Lease) -> None:
         """Queue the identity again after its failures' back-off: it is never abandoned."""
         settings = self.services.settings
-        async with self.services.db.session() as session:
+        async with self.services.db.reader() as session:
             job = await session.get(Job, lease.job_id)
         if job is None:
             return
@@ -429,25 +435,31 @@ class JobRunner:
         A new account's row is made here; an account the last inventory found unowned and
         the template's rule gives to this identity is adopted as found.
         """
-        async with self.services.db.session() as session:
+        async with self.services.db.reader() as session:
             integration = await session.get(Integration, job.integration_id)
             identity = await session.get(Identity, job.identity_id)
             assert integration is not None and identity is not None
-            account = (
-                await session.exec(select(AppAccount).where(AppAccount.identity_id == identity.id))
-            ).first()
-            template = load_app(self.services.settings.flows_dir, integration.app)
-            if account is None or not account.exists:
-                account = account or AppAccount(
-                    integration_id=integration.id, identity_id=identity.id
-                )
+            account = await _account_of(session, identity.id)
+            secrets = await self.services.vault.secrets_of(session, integration.id)
+            groups = await group_sources_of(session, integration.id, identity.id)
+        template = load_app(self.services.settings.flows_dir, integration.app)
+        if account is None or not account.exists:
+            account = await self._open_account(template, identity)
+        ownership = ownership_of(integration, template, secrets)
+        return integration, template, identity, account, secrets, groups, ownership
+
+    async def _open_account(self, template: AppTemplate, identity: Identity) -> AppAccount:
+        """Write the row of an identity's account not made yet, adopting the orphan its
+        matching value names; in a write of its own, everything else was read before."""
+        async with self.services.db.session() as session:
+            account = await _account_of(session, identity.id) or AppAccount(
+                integration_id=identity.integration_id, identity_id=identity.id
+            )
+            if not account.exists:
                 session.add(account)
                 await inventory.adopt_orphan(session, template, identity, account)
                 await session.commit()
-            secrets = await self.services.vault.secrets_of(session, integration.id)
-            groups = await group_sources_of(session, integration.id, identity.id)
-        ownership = ownership_of(integration, template, secrets)
-        return integration, template, identity, account, secrets, groups, ownership
+        return account
 
     async def _reconcile(self, job: Job, lease: state.Lease) -> str:
         """Plan the job now and run each action's flow, recording the account after each."""
@@ -528,7 +540,7 @@ class JobRunner:
             step_timeout_ms=services.settings.step_timeout_ms,
             halt=self._halt,
         )
-        async with services.db.session() as session:
+        async with services.db.reader() as session:
             kept = await load_session(session, services.vault, integration.id)
         state_kept = kept.state if kept else None
         async with open_runner(services.browsers, run_context, state_kept) as runner:
@@ -585,7 +597,7 @@ class JobRunner:
         self, job: Job
     ) -> tuple[Integration, AppTemplate, dict[str, str], Ownership]:
         """Load the integration an inventory reads, its template, secrets and ownership."""
-        async with self.services.db.session() as session:
+        async with self.services.db.reader() as session:
             integration = await session.get(Integration, job.integration_id)
             assert integration is not None
             secrets = await self.services.vault.secrets_of(session, integration.id)
@@ -851,7 +863,7 @@ class JobRunner:
         )
         if planned.target is not None:
             query = query.where(Action.target == planned.target)
-        async with self.services.db.session() as session:
+        async with self.services.db.reader() as session:
             return (await session.exec(query.limit(1))).first() is not None
 
     def _halt(self) -> str | None:

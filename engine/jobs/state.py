@@ -357,14 +357,14 @@ async def renew(db: Database, lease: Lease, *, lease_s: float) -> bool:
 
 async def owns(db: Database, lease: Lease) -> bool:
     """Tell whether a worker still holds its attempt: not cancelled, reclaimed or closed."""
-    async with db.session() as session:
+    async with db.reader() as session:
         found = (await session.exec(select(Job.id).where(*_owned(lease)))).first()
         return found is not None
 
 
 async def current_status(db: Database, job_id: str) -> str:
     """Return a job's status as the database holds it now."""
-    async with db.session() as session:
+    async with db.reader() as session:
         return await _status_of(session, job_id)
 
 
