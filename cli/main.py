@@ -198,14 +198,32 @@ def demo(data_dir: DataDir = None) -> None:
 
 @app.command()
 def bench(
-    users: Annotated[int, typer.Option(help="Directory size for the look-up benchmark.")] = 100_000,
-    rounds: Annotated[int, typer.Option(help="Requests per measurement.")] = 200,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Few samples: see that every row runs, not judge it.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres",
+            help="A PostgreSQL server URL (SQLAlchemy async) the bench may create a throw-away"
+            " database on: adds the *_pg rows.",
+        ),
+    ] = None,
 ) -> None:
-    """Measure SCIM and runner costs as ratios against baselines from the same run."""
-    from cli.bench import bench_main
+    """Measure Usher against baselines served and run the same way, in one run.
+
+    Rows: SCIM at concurrency 8 against scim2-server's in-memory app while the worker
+    drains, a job from SCIM POST to the account in Acme against bare Playwright,
+    throughput, memory and evidence per step. Targets are reported, not enforced.
+    """
+    from cli.bench import BenchError, bench_main
 
     configure("WARNING")
-    typer.echo(bench_main(users, rounds, settings_for(None).flows_dir))
+    try:
+        typer.echo(bench_main(quick=quick, as_json=as_json, postgres_url=postgres))
+    except BenchError as error:
+        raise fail(f"the bench could not measure: {error}") from None
 
 
 @integrations.command("create")

@@ -8,6 +8,7 @@ import signal
 import uvicorn
 
 from api.app import create_app
+from cli.serving import uvicorn_server
 from engine.jobs.worker import run_workers
 from engine.settings import Settings
 
@@ -16,14 +17,9 @@ log = logging.getLogger(__name__)
 
 def _server(settings: Settings, redis_url: str) -> uvicorn.Server:
     """Return a uvicorn server for the API."""
-    config = uvicorn.Config(
-        create_app(settings, redis_url=redis_url),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        access_log=False,
+    return uvicorn_server(
+        create_app(settings, redis_url=redis_url), host=settings.host, port=settings.port
     )
-    return uvicorn.Server(config)
 
 
 async def run_serve(settings: Settings, redis_url: str) -> None:

@@ -117,6 +117,8 @@ ASSIGNMENT_TTL_MAX_S: Final = 10 * 366 * 24 * 3600
 """The longest `ttl_seconds` an assignment may ask for: ten years."""
 
 CHROMIUM_SYSTEM_PATH: Final = "/usr/bin/chromium"
+BROWSER_VIEWPORT: Final = {"width": 1280, "height": 800}
+"""The viewport of every job's browser context: what each step's screenshot shows."""
 MIB: Final = 1024 * 1024
 """Bytes in a mebibyte, for memory bounds given in MiB."""
 TEST_HOST_RESOLVER_RULES: Final = "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1, EXCLUDE localhost"

@@ -19,7 +19,12 @@ from typing import Any
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from engine.constants import CHROMIUM_SYSTEM_PATH, MIB, TEST_HOST_RESOLVER_RULES
+from engine.constants import (
+    BROWSER_VIEWPORT,
+    CHROMIUM_SYSTEM_PATH,
+    MIB,
+    TEST_HOST_RESOLVER_RULES,
+)
 from engine.metrics import browser_context_closed, browser_context_opened, browser_launched
 from engine.settings import Settings
 
@@ -223,7 +228,7 @@ class BrowserPool:
             chromium = await self._checkout()
             try:
                 context = await chromium.browser.new_context(
-                    viewport={"width": 1280, "height": 800},
+                    viewport=BROWSER_VIEWPORT,  # type: ignore[arg-type]
                     accept_downloads=False,
                     storage_state=storage_state,  # type: ignore[arg-type]
                 )
