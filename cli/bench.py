@@ -223,10 +223,10 @@ class Processes:
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         """Start `python -m ARGS` with its output in NAME.log."""
-        log = (self.log_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         self.started.append((name, process))
         return process
 
@@ -451,15 +451,16 @@ class BareSide:
     @classmethod
     async def spawn(cls, setup_file: Path, acme: AcmeServer, log: Path) -> "BareSide":
         """Start the bare process; `ready` waits for its Chromium."""
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cli.bench_bare",
-            str(setup_file),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log.open("ab"),
-        )
+        with log.open("ab") as errors:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "cli.bench_bare",
+                str(setup_file),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=errors,
+            )
         return cls(process, acme)
 
     async def ready(self) -> None:
