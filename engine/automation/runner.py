@@ -482,13 +482,15 @@ class FlowRunner:
     async def _goto(self, url: str, timeout_ms: int) -> None:
         """Open a URL on the integration's origin, afresh; a 5xx page is worth another attempt.
 
-        The URL the page already shows is reloaded: for a single-page app's route (a URL
-        with a #fragment) a browser would otherwise do nothing and keep what it shows,
-        such as the error a retried action is retried from.
+        A single-page app's route (a URL with a #fragment) that the page already shows is
+        reloaded: a browser would otherwise do nothing and keep what it shows, such as the
+        error a retried action is retried from. Any other URL is opened with a fresh GET,
+        never a reload: the page may be the answer to a POST, which a reload would send
+        again.
         """
         if not self.guard.allowed(url):
             raise FlowFailed(f"refused to open {url}: not the integration's origin")
-        if url == self.page.url:
+        if url == self.page.url and "#" in url:
             response = await self.page.reload(timeout=timeout_ms, wait_until="load")
         else:
             response = await self.page.goto(url, timeout=timeout_ms, wait_until="load")

@@ -21,6 +21,23 @@ async def broken(_: Request) -> Response:
     return HTMLResponse("<title>t</title><h1>Oops</h1>", status_code=503)
 
 
+POSTS: list[str] = []
+"""Each form the /form page was sent, in order."""
+
+
+async def form(request: Request) -> Response:
+    """Show a form that posts to itself; count what each POST sent."""
+    if request.method == "POST":
+        POSTS.append((await request.form())["name"])
+        shown = f"sent {len(POSTS)}"
+    else:
+        shown = "empty form"
+    return HTMLResponse(
+        f"<title>t</title><p id=shown>{shown}</p>"
+        "<form method=post><input name=name value=dana><button>Send</button></form>"
+    )
+
+
 SINGLE_PAGE = html(
     "<p id=shown></p><script>const loads = Number(sessionStorage.getItem('loads') || 0) + 1;"
     "sessionStorage.setItem('loads', loads);"
@@ -33,7 +50,7 @@ SINGLE_PAGE = html(
 def site() -> Iterator[ThreadedServer]:
     """Serve the pages of this file."""
     pages = {"/hello/{name}": hello, "/broken": broken, "/start": html("<p>start</p>")}
-    with serve({**pages, "/app": SINGLE_PAGE}) as s:
+    with serve({**pages, "/app": SINGLE_PAGE, "/form": form}) as s:
         yield s
 
 
@@ -101,3 +118,25 @@ async def test_goto_the_route_the_page_shows_loads_it_again(
     )
     assert ran.failure is None, ran.failure
     assert ran.extra["page"] == "2"
+
+
+async def test_goto_the_url_a_post_answered_opens_it_without_posting_again(
+    browsers: BrowserPool, site: ThreadedServer, redis_url: str
+) -> None:
+    """A retried action opens the page a POST answered (a create that failed after the app
+    made it): goto gets it afresh, and the form is never sent a second time."""
+    POSTS.clear()
+    ran = await run_flow(
+        browsers,
+        site.url,
+        redis_url,
+        [
+            goto("/form"),
+            {"click": {"role": "button", "name": "Send"}},
+            {"expect": {"css": "#shown"}, "text": "sent 1"},
+            goto("/form"),
+            {"expect": {"css": "#shown"}, "text": "empty form"},
+        ],
+    )
+    assert ran.failure is None, ran.failure
+    assert POSTS == ["dana"]
