@@ -563,11 +563,21 @@ def _dump(document: dict[str, Any], recorded: list[_Recorded]) -> str:
         note = flagged.get(id(step))
         if note:
             lines.append(f"  # review: {note}")
-        body = yaml.safe_dump(
-            [step], sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
-        )
-        lines.append("\n".join(f"  {line}" for line in body.rstrip().splitlines()))
+        lines += [f"  {line}" for line in _step_lines(step)]
     return "\n".join(lines) + "\n"
+
+
+def _step_lines(step: dict[str, Any]) -> list[str]:
+    """Return a step as a YAML list item: one field per line, a locator on one line."""
+    lines: list[str] = []
+    for index, (key, value) in enumerate(step.items()):
+        flow = None if isinstance(value, dict | list) else False
+        text = yaml.safe_dump(
+            {key: value}, sort_keys=False, allow_unicode=True, width=100, default_flow_style=flow
+        )
+        first, *rest = text.rstrip().splitlines()
+        lines += [("- " if index == 0 else "  ") + first, *(f"  {line}" for line in rest)]
+    return lines
 
 
 async def integration_secrets(

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from engine.storage.db import Database
 from fixtures.acme.server import AcmeServer
-from tests.harness import ROOT, Connected, Usher, connect_acme
+from fixtures.globex.server import GlobexServer
+from tests.harness import ROOT, Connected, Usher, connect_acme, connect_globex
 
 RECORDINGS = ROOT / "fixtures" / "recordings"
 RECORDED_LOGIN = ("recorder-admin", "Recorded-Passw0rd")
@@ -19,7 +20,8 @@ RECORDED_LOGIN = ("recorder-admin", "Recorded-Passw0rd")
 @pytest.fixture
 def own_flows(usher: Usher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the CLI at the running Usher, with a copy of Acme as the deployment's own app."""
-    shutil.copytree(ROOT / "flows" / "acme", tmp_path / "acme")
+    for name in ("acme", "globex"):
+        shutil.copytree(ROOT / "flows" / name, tmp_path / name)
     (tmp_path / "flow.schema.json").write_bytes((ROOT / "flows" / "flow.schema.json").read_bytes())
     monkeypatch.setenv("USHER_DATA_DIR", str(usher.settings.data_dir))
     monkeypatch.setenv("USHER_REDIS_URL", usher.redis_url)
@@ -35,6 +37,13 @@ async def recorded_as(usher: Usher, usher_db: Database, acme: AcmeServer) -> Con
     """Connect an Acme whose service account is the one typed in the recordings."""
     acme.state.username, acme.state.password = RECORDED_LOGIN
     return await connect_acme(usher, usher_db, acme)
+
+
+@pytest.fixture
+async def recorded_globex(usher: Usher, usher_db: Database, globex: GlobexServer) -> Connected:
+    """Connect a Globex whose service account is the one typed in its recording."""
+    globex.state.username, globex.state.password = RECORDED_LOGIN
+    return await connect_globex(usher, usher_db, globex)
 
 
 def invoke(*args: str) -> str:
@@ -78,6 +87,29 @@ def test_recordings_import_and_replay_against_acme(
         "--var", "costCenter=CC-7",
     )  # fmt: skip
     assert acme.state.get(kim.id).last_name == "Moved"
+
+
+def test_a_globex_recording_imports_and_replays(
+    own_flows: Path, globex: GlobexServer, recorded_globex: Connected
+) -> None:
+    """A single-page app's recording: the member's #route becomes account.key, and the
+    imported update replays through the kept sessionStorage sign-in and the cookie wall."""
+    connected = recorded_globex
+    imported = invoke(
+        "flows", "import", str(RECORDINGS / "globex_update_user.py"),
+        "--app", "globex", "--action", "update_user", "--integration", connected.id,
+        "--sample", "account.key=#/members/g-7f3a9c21b0", "--sample", "title=Field Engineer",
+        "--force",
+    )  # fmt: skip
+    assert "dropped the first 10" in imported
+    flow = (own_flows.parent / "globex" / "update_user.yaml").read_text()
+    assert "goto: '{{ integration.base_url }}/{{ account.key }}'" in flow
+    member = globex.state.add_member("rae.recorded@example.com", "Rae", "Recorded")
+    invoke(
+        "flows", "replay", "globex", "update_user", "--integration", connected.id,
+        "--var", f"account.key=#/members/{member.id}", "--var", "title=Site Lead",
+    )  # fmt: skip
+    assert globex.state.get(member.id).title == "Site Lead"
 
 
 def test_an_import_holding_a_secret_writes_nothing(
