@@ -36,6 +36,7 @@ from tests.harness import (
     wait_for,
     wait_healthy,
 )
+from tests.webhooks import Receiver, running_receiver
 
 TEST_TOTP_PERIOD_S = 10
 """Acme's and Globex's codes in the tests last ten seconds, handed to Usher as an otpauth
@@ -137,3 +138,10 @@ def globex() -> Iterator[GlobexServer]:
 async def globex_connected(usher: Usher, usher_db: Database, globex: GlobexServer) -> Connected:
     """Return a fresh Globex integration on the running Usher."""
     return await connect_globex(usher, usher_db, globex)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """Run a customer's webhook endpoint that checks every signature and answers 204."""
+    with running_receiver(fail=0) as server:
+        yield server

@@ -5,12 +5,9 @@ for an operator, who is told through the integration's webhook, and run once app
 """
 
 import asyncio
-import threading
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from sqlmodel import col, select
 
 from engine.constants import GUARD_MAX_REMOVALS
@@ -20,9 +17,9 @@ from engine.storage.models import Action, Job, JobStatus
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import filled, okta_user
 from tests.e2e.support import scim_post
-from tests.harness import Connected, Usher, free_port, wait_for
-from tests.jobs.test_webhooks import Receiver
+from tests.harness import Connected, Usher, wait_for
 from tests.operators import usher_cli
+from tests.webhooks import Receiver
 
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -31,17 +28,6 @@ EMPTIED = 30
 SETTLE_S = 600
 """How long 30 jobs may take on two loaded cores, at Acme's concurrency of 2 and pace of 120
 actions a minute: each job opens Chromium and runs three or four actions."""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """Run a customer's webhook endpoint that checks every signature and answers 204."""
-    server = Receiver(free_port(), fail=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 async def settled(db: Database, integration_id: str, timeout_s: float = SETTLE_S) -> list[Job]:

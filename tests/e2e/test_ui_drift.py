@@ -3,11 +3,7 @@
 makes the account; the run, the integration and its webhook say it is degraded, once, and
 `usher flows drift` names the step to update."""
 
-import threading
-from collections.abc import Iterator
-
 import httpx
-import pytest
 
 from engine.apps.webhooks import set_webhook
 from engine.storage.db import Database
@@ -16,25 +12,14 @@ from engine.storage.vault import Vault
 from fixtures.acme.server import AcmeServer
 from fixtures.idp import okta_user
 from tests.e2e.support import fetch, job_detail, scim_post, wait_job
-from tests.harness import Connected, Usher, free_port, wait_for
-from tests.jobs.test_webhooks import Receiver
+from tests.harness import Connected, Usher, wait_for
 from tests.operators import usher_cli
+from tests.webhooks import Receiver
 
 INVITE = "role='link', name='Invite user'"
 ADD = "role='link', name='Add user'"
 STEP = "Open the invite form"
 DEGRADED = "integration.degraded"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """Run a receiver that checks every signature and accepts every delivery."""
-    server = Receiver(free_port(), fail=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 async def hook(usher: Usher, db: Database, connected: Connected, receiver: Receiver) -> None:

@@ -5,14 +5,8 @@ customer's would (HMAC-SHA256 over `{timestamp}.{body}`, the replay window) and 
 first delivery it gets.
 """
 
-import hashlib
-import hmac
-import json
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -22,7 +16,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from engine.apps.webhooks import recent_deliveries, set_webhook
 from engine.automation.errors import FlowFailed
-from engine.constants import WEBHOOK_BACKOFF_S, WEBHOOK_REPLAY_WINDOW_S
+from engine.constants import WEBHOOK_BACKOFF_S
 from engine.jobs import alerts, state
 from engine.jobs.breaker import Breaker
 from engine.settings import Settings
@@ -31,67 +25,17 @@ from engine.storage.db import Database
 from engine.storage.models import DeliveryStatus, JobStatus, WebhookDelivery, utcnow
 from engine.storage.vault import Vault
 from tests.databases import run_apart
-from tests.harness import Usher, free_port, wait_for
+from tests.harness import Usher, wait_for
 from tests.jobs.support import lapse, new_identity, running_job
 from tests.operators import usher_cli
-
-
-class Receiver(ThreadingHTTPServer):
-    """A customer's endpoint: checks every signature, answers 500 to the first `fail` posts."""
-
-    def __init__(self, port: int, fail: int) -> None:
-        super().__init__(("127.0.0.1", port), Handler)
-        self.secret = ""
-        self.fail = fail
-        self.received: list[dict] = []
-        self.refused: list[str] = []
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Verify one delivery's signature and timestamp, then answer as told."""
-
-    server: Receiver
-
-    def do_POST(self) -> None:
-        """Check the signature over `{timestamp}.{body}`, then record or refuse it."""
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        stamp = self.headers["X-Usher-Timestamp"]
-        message = f"{stamp}.".encode() + body
-        expected = hmac.new(self.server.secret.encode(), message, hashlib.sha256).hexdigest()
-        signature = self.headers["X-Usher-Signature"]
-        if not hmac.compare_digest(signature, f"sha256={expected}"):
-            self.server.refused.append("bad signature")
-            self._answer(401)
-            return
-        if abs(time.time() - int(stamp)) > WEBHOOK_REPLAY_WINDOW_S:
-            self.server.refused.append("outside the replay window")
-            self._answer(401)
-            return
-        delivery = {"id": self.headers["X-Usher-Delivery"], "body": json.loads(body)}
-        self.server.received.append(delivery)
-        failing = self.server.fail > 0
-        self.server.fail -= 1
-        self._answer(500 if failing else 204)
-
-    def _answer(self, code: int) -> None:
-        """Send a bodiless answer."""
-        self.send_response(code)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_args: object) -> None:
-        """Keep the test's output quiet."""
+from tests.webhooks import Receiver, running_receiver
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     """Run a receiver that fails its first delivery, on a free port, for one test."""
-    server = Receiver(free_port(), fail=1)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_receiver(fail=1) as server:
+        yield server
 
 
 def settings_in(tmp_path: Path) -> Settings:

@@ -1,33 +1,18 @@
 """A degraded integration's page: its health, the step that needed a fallback with its
 screenshot, and the alert deliveries; the job's page marks the run and the step."""
 
-import threading
-from collections.abc import Iterator
-
 import httpx
-import pytest
 from playwright.sync_api import Page, expect
 
 from engine.constants import JOB_ID_HEADER
 from fixtures.acme.server import AcmeServer
-from tests.harness import Usher, free_port, wait_for
-from tests.jobs.test_webhooks import Receiver
+from tests.harness import Usher, wait_for
 from tests.operators import Account, usher_cli
 from tests.pages.conftest import link_acme, post_user, shoot, sign_in, wait_state
+from tests.webhooks import Receiver
 
 INVITE = "role='link', name='Invite user'"
 ADD = "role='link', name='Add user'"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """Run a receiver that checks every signature and accepts every delivery."""
-    server = Receiver(free_port(), fail=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_degraded_integration_shows_the_step_to_update_and_its_alerts(
