@@ -250,7 +250,8 @@ def plan(
     """Return desired - known as ordered actions, leaving out what the app cannot do.
 
     A create is followed by an update: an invite form seldom sets every attribute, and an
-    account that already existed may differ; the update checks first and skips if so.
+    account that already existed may differ. The runner skips the update when the create
+    recorded every attribute (`create_sets`); otherwise the update checks first.
     `active: false` deactivates and keeps the entitlements recorded for a reactivation; a
     SCIM DELETE deactivates and revokes what Usher granted (or deletes, where opted in).
     """
@@ -311,6 +312,16 @@ def observed_values(extracted: Mapping[str, str], template: AppTemplate) -> list
     return sorted(found)
 
 
+def created_attributes(desired: Desired, template: AppTemplate) -> dict[str, Any]:
+    """Return the attributes a new account holds after its create: what create_user fills
+    in (`create_sets`) and those the IdP leaves empty, which a new account lacks too."""
+    return {
+        name: value
+        for name, value in desired.attributes.items()
+        if name in template.create_sets or value in (None, "")
+    }
+
+
 def apply_success(
     action: PlannedAction,
     account: AppAccount,
@@ -335,7 +346,7 @@ def apply_success(
     adopted = account.observed_at is not None
     if name == "create_user":
         account.exists = True
-        account.attributes = {}
+        account.attributes = {} if found else created_attributes(desired, template)
         if found:
             seen = extracted or {}
             account.active = None

@@ -135,6 +135,11 @@ class AppTemplate(BaseModel):
         description="The secret holding the service account's username (admin_username "
         "when unset); that account is never provisioned into.",
     )
+    create_sets: list[str] = Field(
+        default_factory=list,
+        description="Attributes create_user itself fills in: a new account whose other "
+        "attributes are empty needs no update_user after its create.",
+    )
     inventory: Inventory | None = Field(
         default=None,
         description="How list_users' rows are read and matched to identities: drift reports "
@@ -152,6 +157,9 @@ class AppTemplate(BaseModel):
         unknown = sorted(set(self.attributes) - set(self.user_variables))
         if unknown:
             raise ValueError(f"unknown user attributes {unknown}; known: {self.user_variables}")
+        unset = sorted(set(self.create_sets) - set(self.attributes))
+        if unset:
+            raise ValueError(f"create_sets names {unset}, not among attributes {self.attributes}")
         return self
 
     @model_validator(mode="after")

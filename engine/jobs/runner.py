@@ -668,10 +668,15 @@ class JobRunner:
     ) -> tuple[AppAccount, FlowFailed | None, bool]:
         """Run planned actions in order until one fails, recording the account after each.
 
+        An update the account's record already shows is skipped: a create that filled in
+        every attribute leaves nothing for the update after it.
+
         Returns the account, the failure if one failed, and False when the job was lost
         (cancelled or reclaimed) before an action.
         """
         for planned in actions:
+            if planned.name == "update_user" and account.attributes == desired.attributes:
+                continue
             if not await self._still_owned(run.lease):
                 return account, None, False
             variables["account"] = {"key": account.app_key}

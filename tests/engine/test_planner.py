@@ -10,6 +10,7 @@ from engine.storage.models import AppAccount, Identity
 from tests.harness import ROOT
 
 ACME = load_app(ROOT / "flows", "acme")
+ACME_URN = "urn:usher:params:scim:schemas:extension:acme:2.0:User"
 
 
 def identity(**resource: object) -> Identity:
@@ -106,6 +107,28 @@ def test_apply_success_records_what_the_app_now_holds() -> None:
     apply_success(set_role, known, desired, ACME, None)
     assert known.app_key == "u000042" and known.exists and known.active
     assert known.entitlements == ["plan-enterprise", "viewer"]
+
+
+def test_a_create_records_only_what_it_filled_in() -> None:
+    """create_sets and the empty attributes count as set; a cost centre waits for the update."""
+    plain, costed = (
+        identity(),
+        identity(
+            **{
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ACME_URN],
+                ACME_URN: {"costCenter": "CC-1"},
+            }
+        ),
+    )
+    for user, left in ((plain, {}), (costed, {"costCenter": "CC-1"})):
+        desired = desired_state(user, ACME)
+        known = account()
+        apply_success(PlannedAction("create_user"), known, desired, ACME, "u1")
+        missing = {k: v for k, v in desired.attributes.items() if known.attributes.get(k) != v}
+        assert missing == left
+    found = account()
+    apply_success(PlannedAction("create_user"), found, desired, ACME, "u2", found=True)
+    assert found.attributes == {}, "an account found already there may differ"
 
 
 # Groups: pushed groups named after a value, mappings, and the user's own attributes.
