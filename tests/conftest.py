@@ -45,6 +45,21 @@ USHER_REDIS_DBS = {"sqlite": 1, "postgresql": 2}
 """The Redis database of each session Usher's queue (tests/scim uses 15, tests/jobs 14)."""
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run when `--dist loadgroup` no longer groups: each worker would start every
+    database's Usher processes and restart them as the tests switch (pytest-xdist#1386)."""
+    if getattr(config.option, "loadgroup", False):
+        lost = [
+            i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid
+        ]
+        if lost:
+            raise pytest.UsageError(
+                f"--dist loadgroup dropped the xdist_group of {len(lost)} tests (first: {lost[0]});"
+                " this pytest and pytest-xdist do not group (pytest-dev/pytest-xdist#1386)"
+            )
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """Return USHER_TEST_REDIS_URL, else a private redis-server on a free port."""
