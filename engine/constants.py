@@ -121,6 +121,12 @@ ASSIGNMENT_TTL_MAX_S: Final = 10 * 366 * 24 * 3600
 """The longest `ttl_seconds` an assignment may ask for: ten years."""
 
 CHROMIUM_SYSTEM_PATH: Final = "/usr/bin/chromium"
+"""Debian's Chromium (package chromium): the browser a headed run (`replay --headed`) shows."""
+CHROMIUM_HEADLESS_SHELL_PATH: Final = "/usr/bin/chromium-headless-shell"
+"""Debian's headless shell (package chromium-headless-shell), what Playwright itself launches
+for headless runs: the same engine without the browser's own interface. Measured here, 15
+contexts of 6 fills and screenshots each cost its processes 3.0 s of CPU against 7.5 s for
+the full browser in headless mode."""
 BROWSER_VIEWPORT: Final = {"width": 1280, "height": 800}
 """The viewport of every job's browser context: what each step's screenshot shows."""
 MIB: Final = 1024 * 1024

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install the system pieces pip cannot: Chromium when Playwright's own is missing,
-# and redis-server for the test suite when no USHER_TEST_REDIS_URL is given.
+# Install the system pieces pip cannot: Chromium and its headless shell when Playwright's
+# own is missing, and redis-server for the test suite when no USHER_TEST_REDIS_URL is given.
 set -euo pipefail
 py="$1"
 mode="${2:-}"
@@ -20,8 +20,15 @@ with sync_playwright() as p:
     print("yes" if Path(p.chromium.executable_path).exists() else "no")
 PY
 )
-if [ "$playwright_chromium" != "yes" ] && [ ! -x /usr/bin/chromium ]; then
-  apt_install chromium
+# Without Playwright's own build: Debian's Chromium, and its headless shell, which Usher's
+# headless runs prefer (the same engine without the browser's interface, far less CPU).
+if [ "$playwright_chromium" != "yes" ]; then
+  missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -x /usr/bin/chromium-headless-shell ] || missing+=(chromium-headless-shell)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+  fi
 fi
 
 if [ "$mode" = "test" ] && [ -z "${USHER_TEST_REDIS_URL:-}" ] && ! command -v redis-server >/dev/null; then

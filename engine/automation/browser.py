@@ -21,6 +21,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from engine.constants import (
     BROWSER_VIEWPORT,
+    CHROMIUM_HEADLESS_SHELL_PATH,
     CHROMIUM_SYSTEM_PATH,
     MIB,
     TEST_HOST_RESOLVER_RULES,
@@ -36,7 +37,8 @@ class BrowserError(Exception):
 
 
 def find_chromium(settings: Settings, playwright: Playwright) -> Path | None:
-    """Return the Chromium to launch: the configured one, Playwright's own, else the system's.
+    """Return the Chromium to launch: the configured one, Playwright's own, else the system's
+    (for a headless run its headless shell when installed, which costs far less CPU).
 
     None means Playwright's own build is present and needs no explicit path.
     """
@@ -46,10 +48,15 @@ def find_chromium(settings: Settings, playwright: Playwright) -> Path | None:
         return settings.chromium_path
     if Path(playwright.chromium.executable_path).exists():
         return None
-    if Path(CHROMIUM_SYSTEM_PATH).exists():
-        return Path(CHROMIUM_SYSTEM_PATH)
+    system = [CHROMIUM_SYSTEM_PATH]
+    if settings.headless:
+        system.insert(0, CHROMIUM_HEADLESS_SHELL_PATH)
+    for candidate in map(Path, system):
+        if candidate.exists():
+            return candidate
     raise BrowserError(
-        "no Chromium found: run `playwright install chromium` or `apt-get install -y chromium`"
+        "no Chromium found: run `playwright install chromium` or"
+        " `apt-get install -y chromium chromium-headless-shell`"
     )
 
 

@@ -7,16 +7,18 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, async_playwright, expect
 from playwright.async_api import Error as PlaywrightError
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from engine.automation.browser import BrowserPool, browser_pid, rss_mib
+from engine.automation.browser import BrowserPool, browser_pid, find_chromium, rss_mib
+from engine.constants import CHROMIUM_HEADLESS_SHELL_PATH, CHROMIUM_SYSTEM_PATH
 from engine.settings import Settings
 from fixtures.server import ThreadedServer
 
@@ -50,6 +52,25 @@ async def pool_of_two() -> AsyncIterator[BrowserPool]:
     pool = await started_pool(browser_jobs_before_restart=2)
     yield pool
     await pool.stop()
+
+
+def installed(path: str) -> bool:
+    """Tell whether a browser build is on disk."""
+    return Path(path).exists()
+
+
+async def test_headless_runs_take_the_headless_shell_and_headed_ones_the_browser() -> None:
+    """Without Playwright's own build, workers launch Debian's headless shell (make setup
+    installs it) and `replay --headed` the full Chromium, which can show a window."""
+    async with async_playwright() as playwright:
+        own = installed(playwright.chromium.executable_path)
+        headless = find_chromium(Settings(), playwright)
+        headed = find_chromium(Settings(headless=False), playwright)
+    if own:
+        assert headless is None and headed is None, "Playwright's own build comes first"
+    else:
+        assert headless == Path(CHROMIUM_HEADLESS_SHELL_PATH)
+        assert headed == Path(CHROMIUM_SYSTEM_PATH)
 
 
 async def wait_disconnected(browser: Browser, timeout_s: float = 10) -> None:
