@@ -18,6 +18,19 @@ from tests.metrics import Samples, scrape, value
 TOKEN = "worker-metrics-token"
 METRICS_START_S = 60
 """How long a new worker may take to answer on its metrics port on a loaded machine."""
+CONTEXTS_CLOSED_S = 60
+"""How long the worker may take to close every context: the session's jobs still retrying
+from earlier tests reach this worker too, while the session's own worker is paused."""
+
+
+async def scrape_all_closed(url: str) -> Samples:
+    """Scrape the worker until it holds no browser context open; return that scrape."""
+    deadline = time.monotonic() + CONTEXTS_CLOSED_S
+    while True:
+        seen = await scrape(url, TOKEN)
+        if value(seen, "usher_browser_contexts_open") == 0 or time.monotonic() > deadline:
+            return seen
+        await asyncio.sleep(0.2)
 
 
 async def wait_metrics(url: str, worker: subprocess.Popen[bytes]) -> None:
@@ -59,7 +72,7 @@ async def test_the_api_and_a_worker_each_serve_what_moved(
             detail = await job_detail(usher, connected, job.id)
 
             api = await scrape(f"{usher.api}/metrics")
-            seen = await scrape(worker_url, TOKEN)
+            seen = await scrape_all_closed(worker_url)
         finally:
             stop_process(worker)
 
