@@ -276,7 +276,7 @@ def plan(
     else:
         if account.active is False or (account.active is None and account.observed_active is False):
             wanted.append(PlannedAction("reactivate_user"))
-        if account.attributes != desired.attributes:
+        if attributes_pending(account, desired):
             wanted.append(PlannedAction("update_user"))
         changes, notes = _entitlement_actions(desired, account, template, ownership)
         wanted += changes
@@ -310,6 +310,11 @@ def observed_values(extracted: Mapping[str, str], template: AppTemplate) -> list
             if value is not None:
                 found.add(value)
     return sorted(found)
+
+
+def attributes_pending(account: AppAccount, desired: Desired) -> bool:
+    """Tell whether the account's recorded attributes differ from the IdP's: an update is due."""
+    return account.attributes != desired.attributes
 
 
 def created_attributes(desired: Desired, template: AppTemplate) -> dict[str, Any]:

@@ -48,10 +48,8 @@ def find_chromium(settings: Settings, playwright: Playwright) -> Path | None:
         return settings.chromium_path
     if Path(playwright.chromium.executable_path).exists():
         return None
-    system = [CHROMIUM_SYSTEM_PATH]
-    if settings.headless:
-        system.insert(0, CHROMIUM_HEADLESS_SHELL_PATH)
-    for candidate in map(Path, system):
+    system = (CHROMIUM_HEADLESS_SHELL_PATH, CHROMIUM_SYSTEM_PATH)
+    for candidate in map(Path, system if settings.headless else system[1:]):
         if candidate.exists():
             return candidate
     raise BrowserError(

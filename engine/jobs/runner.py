@@ -50,6 +50,7 @@ from engine.planner import (
     PlannedAction,
     action_label,
     apply_success,
+    attributes_pending,
     desired_state,
     plan,
     removes_access,
@@ -675,7 +676,7 @@ class JobRunner:
         (cancelled or reclaimed) before an action.
         """
         for planned in actions:
-            if planned.name == "update_user" and account.attributes == desired.attributes:
+            if planned.name == "update_user" and not attributes_pending(account, desired):
                 continue
             if not await self._still_owned(run.lease):
                 return account, None, False
