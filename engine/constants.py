@@ -99,6 +99,8 @@ ends: an answer's handler that opens a page or sends more is still the click's d
 click that sent no request does not wait for it."""
 PAGER_SETTLE_S: Final = 0.5
 """How long extract_rows gives a shown but disabled Next or Load more to enable again."""
+COMPILED_TEMPLATES_KEPT: Final = 4096
+"""Compiled flow templates kept per process (least recently used goes first)."""
 
 SCIM_MAX_BODY_BYTES: Final = 1_048_576
 SCIM_MAX_RESULTS: Final = 200

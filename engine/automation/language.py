@@ -2,16 +2,16 @@
 
 import hashlib
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from engine.constants import REPEAT_MAX_ROUNDS
+from engine.constants import COMPILED_TEMPLATES_KEPT, REPEAT_MAX_ROUNDS
 
 FLOW_VERSION = 1
 STEP_KINDS = (
@@ -498,10 +498,17 @@ def fragment_hashes(steps: list[Step], folder: Path) -> dict[str, str]:
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
+@lru_cache(maxsize=COMPILED_TEMPLATES_KEPT)
+def _compiled(template: str) -> Template:
+    """Compile a templated value once: a job renders the same few dozen names and values on
+    every step, and compiling is most of what rendering costs."""
+    return _env.from_string(template)
+
+
 def render(template: str, variables: dict[str, Any]) -> str:
     """Render a templated value; an unknown variable is an error, never an empty string."""
     try:
-        return _env.from_string(template).render(variables)
+        return _compiled(template).render(variables)
     except TemplateError as error:
         raise FlowError(f"template {template!r}: {error.message}") from error
 
