@@ -5,6 +5,7 @@ blocks top-level navigation to hosts the app's template does not allow, notes a 
 could not stop (Playwright does not route redirects), and refuses a secret off the origin.
 """
 
+import re
 from urllib.parse import urlsplit
 
 from playwright.async_api import Page, Request, Route
@@ -18,6 +19,11 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+def off_origin(origin: str) -> re.Pattern[str]:
+    """Return a pattern matching every URL that is not on an origin (scheme://host[:port])."""
+    return re.compile(rf"^(?!{re.escape(origin)}(?:[/?#]|$))", re.IGNORECASE)
+
+
 class NavigationGuard:
     """Watch one page's top-level navigation against an origin and allowed hosts."""
 
@@ -29,8 +35,12 @@ class NavigationGuard:
         page.on("request", self._watch)
 
     async def install(self) -> None:
-        """Block top-level navigation to hosts the app's template does not allow."""
-        await self.page.context.route("**/*", self._route)
+        """Block top-level navigation to hosts the app's template does not allow.
+
+        Only requests off the origin are routed: the pattern is matched in the browser's
+        driver, so the app's own pages and assets never wait on a round trip to Usher.
+        """
+        await self.page.context.route(off_origin(self.origin), self._route)
 
     def allowed(self, url: str) -> bool:
         """Tell whether a URL is on the integration's origin or an allowed host."""

@@ -1,5 +1,6 @@
 """Secrets are typed only on the integration's own origin; other hosts are not visited."""
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from starlette.routing import Route
 
 from engine.automation.browser import BrowserPool
 from engine.automation.errors import FlowFailed
+from engine.automation.guard import off_origin
 from engine.automation.language import load_flow
 from engine.automation.runner import FlowRunner, RunContext
 from engine.automation.totp import RedisTotpLedger
@@ -92,3 +94,59 @@ async def test_a_secret_is_never_typed_on_an_allowed_foreign_origin(
     assert "'Type the username'" in str(failure)
     assert [method for method, _, _ in record.requests] == ["GET"]
     assert all(PASSWORD.encode() not in body for _, _, body in record.requests)
+
+
+async def test_a_link_to_another_origin_is_not_followed(
+    browsers: BrowserPool,
+    recorder: tuple[Recorder, ThreadedServer],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """A click on a link off the origin is blocked in the browser: the foreign host sees no
+    request and the page never shows it."""
+    record, target = recorder
+    link = HTMLResponse(f'<!doctype html><a href="{target.url}/elsewhere">Away</a>')
+    origin_app = Starlette(routes=[Route("/", lambda _: link)])
+    flow = tmp_path / "visit.yaml"
+    flow.write_text(
+        "version: 1\naction: list_users\nsteps:\n"
+        "  - {name: Open the home page, goto: '{{ integration.base_url }}/'}\n"
+        "  - {name: Follow the link, click: {role: link, name: Away}}\n"
+    )
+    steps = RecordingSink()
+    with ThreadedServer(origin_app) as origin:
+        context = RunContext(
+            base_url=origin.url,
+            secrets={},
+            variables={"integration": {"id": "guard", "base_url": origin.url}},
+            ledger=RedisTotpLedger(Redis.from_url(redis_url)),
+            totp_account="guard-test",
+            allowed_hosts=[],
+            step_timeout_ms=3000,
+        )
+        async with browsers.context() as browser_context:
+            runner = FlowRunner(await browser_context.new_page(), context)
+            await runner.guard_navigation()
+            with contextlib.suppress(FlowFailed):
+                await runner.run(load_flow(flow), steps)
+    assert record.requests == []
+    assert [s.url.startswith(target.url) for s in steps.results] == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("url", "routed"),
+    [
+        ("http://127.0.0.1:8080/users?q=a", False),
+        ("http://127.0.0.1:8080", False),
+        ("HTTP://127.0.0.1:8080/", False),
+        ("http://127.0.0.1:8080#top", False),
+        ("http://127.0.0.1:80801/users", True),
+        ("http://127.0.0.1:8080.evil.test/", True),
+        ("https://127.0.0.1:8080/", True),
+        ("http://127.0.0.2:8080/", True),
+        ("data:text/html,hi", True),
+    ],
+)
+def test_only_requests_off_the_origin_are_routed(url: str, routed: bool) -> None:
+    """The guard's route pattern leaves the origin's own requests alone and takes the rest."""
+    assert bool(off_origin("http://127.0.0.1:8080").search(url)) is routed
