@@ -8,6 +8,7 @@ from scim2_server.handler import AsyncScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.jobs.outbox import Outbox
@@ -177,16 +178,28 @@ async def _write(
     scim_request: ScimRequest,
     path: str,
 ) -> tuple[ScimResponse, list[Job]]:
-    """Serve a write in one transaction: the resources, their jobs and its log line."""
+    """Serve a write in one transaction: the resources, their jobs and its log line.
+
+    The rows go to the database with the commit; a unique index refusing them there is
+    answered 409 like a clash found before.
+    """
     async with db.session() as session:
         outbox = Outbox(session, app.template)
         storage = _storage(session, app, tenant, outbox)
-        response = await AsyncScimHandler(app.service, storage).handle(scim_request)
-        status = int(response.status)
-        if status >= 400:
-            return response, []
-        jobs = list(outbox.pending.values())
-        session.add(log_entry(tenant.id, scim_request.method, path, status, response.body, jobs))
-        await services.log.prune_if_due(session, tenant.id)
-        await session.commit()
+        try:
+            response = await AsyncScimHandler(app.service, storage).handle(scim_request)
+            status = int(response.status)
+            if status >= 400:
+                return response, []
+            jobs = list(outbox.pending.values())
+            entry = log_entry(tenant.id, scim_request.method, path, status, response.body, jobs)
+            session.add(entry)
+            await services.log.prune_if_due(session, tenant.id)
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            clash = await storage.clash()
+            if clash is None:
+                raise
+            return app.front.handle_exception(scim_request, clash), []
     return response, jobs

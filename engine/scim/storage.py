@@ -81,7 +81,10 @@ class SqlScimStorage(AsyncScimStorage):
         `ScimService`'s own, so that PATCH and filters see the models the service validated.
     :param catalogue: The app's entitlements, served at /Entitlements and /Roles.
     :param savepoints: Whether each operation gets a savepoint; a caller that rolls a
-        failed request back whole (one operation per transaction) needs none.
+        failed request back whole (one operation per transaction) needs none. Without
+        savepoints a write is not flushed early: it goes to the database with the commit, so
+        SQLite's write lock is held for the statements alone, and a unique index that refuses
+        it there is turned into a 409 by `clash`, which the caller asks after the rollback.
     """
 
     supports_cursors = False
@@ -98,6 +101,8 @@ class SqlScimStorage(AsyncScimStorage):
     ) -> None:
         self.session = session
         self.savepoints = savepoints
+        self.unchecked: list[tuple[Callable[[], Awaitable[bool]], str]] = []
+        """The uniqueness checks of writes left to the commit, with the 409's detail."""
         self.integration_id = integration_id
         self.marker = marker
         self.provider = provider if provider is not None else default_provider()
@@ -193,11 +198,25 @@ class SqlScimStorage(AsyncScimStorage):
         async with self.session.begin_nested():
             yield
 
+    async def clash(self) -> UniquenessException | None:
+        """Return the 409 of a write the commit refused on a unique index, once rolled back."""
+        for taken_now, detail in self.unchecked:
+            if await taken_now():
+                return UniquenessException(detail=detail)
+        return None
+
     @asynccontextmanager
     async def _unique(
         self, clash: Callable[[], Awaitable[bool]], detail: str
     ) -> AsyncIterator[None]:
-        """Flush writes in a savepoint: a unique-constraint race is a 409, not a failed session."""
+        """Flush writes in a savepoint: a unique-constraint race is a 409, not a failed session.
+
+        Without savepoints the writes wait for the commit, and the check for `clash`.
+        """
+        if not self.savepoints:
+            self.unchecked.append((clash, detail))
+            yield
+            return
         try:
             async with self.session.begin_nested():
                 yield

@@ -93,10 +93,14 @@ def _hold_back(session: Session, _context: Any, _instances: Any) -> None:
 def _chain(session: Session) -> None:
     """Number and hash the transaction's events after the head, under the chain's lock.
 
+    The transaction's other rows are flushed first, so that every transaction takes the
+    chain's lock after the row locks its writes take (on PostgreSQL a unique index's wait
+    included), never before: two transactions cannot hold one each and wait for the other.
     Nothing autoflushes meanwhile: an early flush would stash the events being chained.
     """
     if session.in_nested_transaction():
         return
+    session.flush()
     with session.no_autoflush:
         pending = session.info.pop(STASH, []) + _unchained(session)
         pending = [item for item in pending if item.seq is None]

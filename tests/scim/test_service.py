@@ -1,5 +1,6 @@
 """serve_scim without HTTP: authentication first, one commit, the jobs handed back to enqueue."""
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
@@ -166,8 +167,8 @@ async def test_a_post_is_one_write_transaction_without_redundant_round_trips(
 ) -> None:
     """Once the integration is known, a POST /Users reads it no more, takes the write lock
     once, looks nothing up before its inserts (the unique index finds a taken userName, and
-    a new user has no job yet), opens no savepoint around its one operation and does not
-    prune the log again."""
+    a new user has no job yet), opens no savepoint, writes each row once with the commit
+    and does not prune the log again."""
     services = ScimServices(settings)
     async with sqlite_database.session() as session:
         integration, token = await create_integration(
@@ -203,9 +204,56 @@ async def test_a_post_is_one_write_transaction_without_redundant_round_trips(
     assert not reads_integration(statements)
     assert said(statements, "DELETE FROM scim_request") == []
     assert len(said(statements, "INSERT INTO scim_request")) == 1
-    assert len(said(statements, "SAVEPOINT")) == 1, "the identity's insert only"
+    assert said(statements, "SAVEPOINT") == [], "a clash is found by the commit"
+    assert len(said(statements, "INSERT INTO identity")) == 1
+    assert said(statements, "UPDATE") == [], "the generation is bumped before the insert"
     selects = said(statements, "SELECT")
     assert all("FROM audit_event" in sql for sql in selects), "only the audit chain's head"
+
+
+async def test_simultaneous_posts_of_one_username_create_one_user(
+    database: Database, settings: Settings
+) -> None:
+    """Eight POSTs of one userName at once, in any case: the commit's unique index lets one
+    in, and each of the others is a logged 409 uniqueness that names the userName."""
+    services = ScimServices(settings)
+    async with database.session() as session:
+        integration, token = await create_integration(
+            session, settings, app="acme", base_url="http://127.0.0.1:9"
+        )
+    names = ["Same.Time@example.com", "same.time@example.com"] * 4
+    served = await asyncio.gather(
+        *(
+            serve(
+                database,
+                services,
+                settings,
+                integration.id,
+                token,
+                "POST",
+                "Users",
+                user_named(name),
+            )
+            for name in names
+        )
+    )
+    statuses = sorted(int(s.response.status) for s in served)
+    assert statuses == [201] + [409] * 7
+    refused = [s.response.body for s in served if int(s.response.status) == 409]
+    assert all(body["scimType"] == "uniqueness" for body in refused)
+    assert all("userName" in body["detail"] for body in refused)
+    assert sum(len(s.jobs) for s in served) == 1
+    async with database.reader() as session:
+        users = (
+            await session.exec(select(Identity).where(Identity.integration_id == integration.id))
+        ).all()
+        logged = (
+            await session.exec(
+                select(ScimRequest).where(ScimRequest.integration_id == integration.id)
+            )
+        ).all()
+    assert len(users) == 1
+    assert sorted(row.status for row in logged) == statuses
 
 
 async def test_a_read_never_takes_the_write_lock_and_its_log_line_follows(
