@@ -130,7 +130,12 @@ class JobServices:
 
 
 class DbStepSink:
-    """Write each step and its evidence as it happens, so progress shows live."""
+    """Write each step and its evidence as it happens, so progress shows live.
+
+    A step's writes run beside the flow's next step, in order, one after another: the
+    browser does not wait for the database. `drain` waits for them all and raises the first
+    write that failed; the action is recorded as ended only after it.
+    """
 
     def __init__(self, services: JobServices, job_id: str, action: Action, app: str) -> None:
         self.services = services
@@ -139,13 +144,28 @@ class DbStepSink:
         self.degraded = False
         """A step matched only through a fallback: the action's run is degraded."""
         self.app = app
+        self.writing: asyncio.Task[None] | None = None
 
     async def record(self, result: StepResult, artifacts: list[Artifact]) -> None:
-        """Store the evidence files, then the Step row and each file's SHA-256.
+        """Start writing a step after the steps before it, and return at once."""
+        self.degraded = self.degraded or bool(result.failed_locator)
+        self.writing = asyncio.create_task(self._write(self.writing, result, artifacts))
 
-        The files go first: the database store writes in a transaction of its own, which
-        must not wait for this one's SQLite write lock.
+    async def drain(self) -> None:
+        """Wait until every step recorded is written; raise the first write that failed."""
+        if self.writing is not None:
+            await self.writing
+
+    async def _write(
+        self, before: "asyncio.Task[None] | None", result: StepResult, artifacts: list[Artifact]
+    ) -> None:
+        """Write one step once the step before it is written (its failure is raised here).
+
+        The evidence files go first: the database store writes in a transaction of its
+        own, which must not wait for this one's SQLite write lock.
         """
+        if before is not None:
+            await before
         step = Step(
             action_id=self.action.id,
             position=result.position,
@@ -158,7 +178,6 @@ class DbStepSink:
             url=(result.url or "")[:2000] or None,
             error=result.error,
         )
-        self.degraded = self.degraded or step.failed_locator is not None
         action = self.action
         prefix = f"{self.job_id}/attempt-{action.attempt}/{action.position:02d}-{action.name}"
         kept = []
@@ -790,6 +809,8 @@ class JobRunner:
                 outcome = await run.runner.run(flow, sink)
         except FlowFailed as error:
             failure = error
+        finally:
+            await sink.drain()
         metrics.observe_action(
             run.template.name,
             planned.name,
