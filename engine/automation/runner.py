@@ -49,30 +49,26 @@ ACTING = ("goto", "click", "fill", "select", "check", "uncheck", "press", "uploa
 STRICT_MODE = re.compile(r"strict mode violation: .*? resolved to (\d+) elements")
 COVERED = re.compile(r"- (.+?) intercepts pointer events")
 
-OUTLINE_JS = """(els, color) => {
+MARK_JS = """(els, token) => {
+  for (const old of document.querySelectorAll('[data-usher-step]')) delete old.dataset.usherStep;
   const el = els[0];
   if (!el) return false;
   const box = el.getBoundingClientRect();
   if (!box.width || !box.height || getComputedStyle(el).visibility === 'hidden') return false;
   if (el.scrollIntoViewIfNeeded) el.scrollIntoViewIfNeeded(true);
   else el.scrollIntoView({block: 'center', inline: 'nearest'});
-  el.dataset.usherOutline = JSON.stringify([el.style.outline, el.style.outlineOffset]);
-  el.style.outline = `3px solid ${color}`;
-  el.style.outlineOffset = '2px';
+  el.dataset.usherStep = token;
   return true;
 }"""
-"""Outline the first element of a locator if it is shown (a box, not visibility: hidden, as
-Playwright tells visible), scrolled into view: one round trip, and none waits for it."""
-UNOUTLINE_JS = """() => {
-  for (const el of document.querySelectorAll('[data-usher-outline]')) {
-    const [outline, offset] = JSON.parse(el.dataset.usherOutline);
-    el.style.outline = outline;
-    el.style.outlineOffset = offset;
-    delete el.dataset.usherOutline;
-  }
-}"""
-"""Take every outline off in the locator's frame: an element the page removed meanwhile is
-simply no longer there."""
+"""Mark the first element of a locator for the step's screenshot if it is shown (a box, not
+visibility: hidden, as Playwright tells visible), scrolled into view, and take the marks of
+earlier steps off in its frame: one round trip, and it waits for nothing."""
+OUTLINE_CSS = (
+    '[data-usher-step="{token}"] {{ outline: 3px solid {color} !important;'
+    " outline-offset: 2px !important; }}"
+)
+"""The outline of the marked element, applied by the screenshot alone (Playwright adds the
+style for the picture and takes it off after): the page itself is never restyled."""
 STRIPPED_HTML_JS = """() => {
   const root = document.documentElement.cloneNode(true);
   for (const el of root.querySelectorAll('input, textarea, select, option')) {
@@ -184,6 +180,8 @@ class FlowRunner:
         self.fragments: dict[str, str] = {}
         self.calling: tuple[Fragment, dict[str, str]] | None = None
         self.focus: PwLocator | None = None
+        self.marks = 0
+        """Screenshots that marked their step's element so far: each mark's number."""
         """The element the current step acts on or asserts, outlined in its screenshot."""
         self.missed: str | None = None
         """The current step's locators that found nothing before one of its fallbacks did."""
@@ -813,34 +811,33 @@ class FlowRunner:
     async def screenshot(self, full_page: bool = False) -> bytes:
         """Return a PNG of the viewport (or the whole page) with every secret painted over.
 
-        The element the step acted on or asserted is scrolled into view and outlined first,
-        so the picture shows what the step proves.
+        The element the step acted on or asserted is scrolled into view and outlined in the
+        picture, so that it shows what the step proves.
         """
         masks = [self.page.locator("input[type=password]"), *self.secret_targets]
-        outlined = await self._outline(self.focus)
-        try:
-            return await self.page.screenshot(
-                type="png", mask=masks, mask_color=MASK_COLOR, full_page=full_page
-            )
-        finally:
-            if outlined is not None:
-                with contextlib.suppress(PlaywrightError):
-                    await outlined.evaluate_all(UNOUTLINE_JS)
+        token = await self._mark(self.focus)
+        style = None if token is None else OUTLINE_CSS.format(token=token, color=OUTLINE_COLOR)
+        return await self.page.screenshot(
+            type="png", mask=masks, mask_color=MASK_COLOR, full_page=full_page, style=style
+        )
 
-    async def _outline(self, focus: PwLocator | None) -> PwLocator | None:
-        """Scroll the step's element into view and outline it; None when it is not shown.
+    async def _mark(self, focus: PwLocator | None) -> str | None:
+        """Scroll the step's element into view and mark it; return the mark, None when the
+        element is not shown.
 
-        One evaluation over the locator's matches draws it, one takes it off: neither waits
-        for the element, so a page that removes or re-renders it meanwhile (after the click
-        that replaced it) costs nothing.
+        The evaluation does not wait for the element, so a page that removes or re-renders
+        it meanwhile (after the click that replaced it) costs nothing. Each screenshot's
+        mark is its own, so a mark an earlier step left in another frame is never outlined.
         """
         if focus is None or self.dead:
             return None
+        self.marks += 1
+        token = f"{id(self):x}-{self.marks}"
         try:
-            shown = await focus.evaluate_all(OUTLINE_JS, OUTLINE_COLOR)
+            shown = await focus.evaluate_all(MARK_JS, token)
         except PlaywrightError:
             return None
-        return focus if shown else None
+        return token if shown else None
 
     async def _record(
         self,
