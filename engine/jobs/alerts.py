@@ -44,6 +44,7 @@ from engine.storage.models import (
     Identity,
     IntegrationWebhook,
     Job,
+    JobKind,
     JobStatus,
     WebhookDelivery,
     utcnow,
@@ -89,11 +90,17 @@ async def queue_alert(
 async def queue_job_alert(
     session: AsyncSession, job_id: str, status: str, error: str | None
 ) -> WebhookDelivery | None:
-    """Queue the alert of a job that ended needing a person, in the move's transaction."""
+    """Queue the alert of a job that ended needing a person, in the move's transaction.
+
+    An inventory that fails as the one before it did says nothing new (an import is tried
+    again every IMPORT_RETRY_S while its app refuses): one alert per run of failures.
+    """
     if status not in ALERTING:
         return None
     job = await session.get(Job, job_id)
     if job is None:
+        return None
+    if job.kind == JobKind.inventory and await _inventory_failing_already(session, job):
         return None
     identity = await session.get(Identity, job.identity_id) if job.identity_id else None
     payload = {
@@ -106,6 +113,23 @@ async def queue_job_alert(
         }
     }
     return await queue_alert(session, job.integration_id, f"job.{status}", payload, job_id=job.id)
+
+
+async def _inventory_failing_already(session: AsyncSession, job: Job) -> bool:
+    """Tell whether the integration's inventory that ended last before this one needed a
+    person too."""
+    query = (
+        select(Job.status)
+        .where(
+            Job.integration_id == job.integration_id,
+            Job.kind == JobKind.inventory,
+            Job.id != job.id,
+            col(Job.finished_at).is_not(None),
+        )
+        .order_by(col(Job.finished_at).desc())
+        .limit(1)
+    )
+    return (await session.exec(query)).first() in ALERTING
 
 
 def backoff_s(attempts: int) -> float | None:

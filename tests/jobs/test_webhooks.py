@@ -215,3 +215,37 @@ def test_the_served_worker_delivers_and_the_api_lists_the_deliveries(
     assert (delivery["attempts"], delivery["last_code"]) == (2, 204)
     assert [r["id"] for r in receiver.received] == [delivery["id"]] * 2
     assert receiver.refused == []
+
+
+async def ended_inventory(database: Database, integration_id: str, status: str) -> None:
+    """Queue, claim and end one inventory of an integration with a status."""
+    async with database.session() as session:
+        job = await state.ensure_inventory(session, integration_id, actor="test")
+        await session.commit()
+    claimed = await state.claim(database, job.id, job.attempt, "w-inventory", lease_s=60)
+    assert claimed.lease is not None
+    await state.finish(database, claimed.lease, status, f"the inventory ended {status}")
+
+
+async def test_an_inventory_failing_again_alerts_once_until_one_succeeds(
+    database: Database, tmp_path: Path
+) -> None:
+    """An import retried while its app refuses alerts on its first failure only; after an
+    inventory that succeeded, the next failure alerts again."""
+    settings = settings_in(tmp_path)
+    identity = await new_identity(database)
+    async with database.session() as session:
+        await set_webhook(
+            session,
+            Vault.from_path(settings.vault_key_path),
+            identity.integration_id,
+            "http://127.0.0.1:9/",
+            actor="t",
+        )
+    for status in (JobStatus.failed, JobStatus.failed, JobStatus.blocked):
+        await ended_inventory(database, identity.integration_id, status)
+    assert [d.event for d in await deliveries(database, identity.integration_id)] == ["job.failed"]
+    await ended_inventory(database, identity.integration_id, JobStatus.succeeded)
+    await ended_inventory(database, identity.integration_id, JobStatus.blocked)
+    events = [d.event for d in await deliveries(database, identity.integration_id)]
+    assert events == ["job.blocked", "job.failed"]
