@@ -27,10 +27,14 @@ LOGIN_WAIT_S: Final = 90
 """How long a worker waits for another one's sign-in before trying later (transient)."""
 
 RECONCILE_FUNCTION: Final = "reconcile_job"
+INVENTORY_FUNCTION: Final = "inventory_job"
+"""The same job function under its own name, for inventories: arq bounds each name's run."""
 RELAY_FUNCTION: Final = "relay"
 
 JOB_TIMEOUT_S: Final = 300
 """The longest one reconcile may run; arq cancels it after this long."""
+INVENTORY_TIMEOUT_S: Final = 3600
+"""The longest one inventory may run: listing a large app's accounts takes many pages."""
 LEASE_RENEWALS: Final = 4
 """A running job renews its lease this many times per lease."""
 BUSY_WAIT_MAX_S: Final = 60.0

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from engine.constants import (
+    INVENTORY_FUNCTION,
     QUEUE_NAME,
     RECONCILE_FUNCTION,
     REDIS_PROBE_TIMEOUT_S,
@@ -17,7 +18,7 @@ from engine.constants import (
     REDIS_RECONNECT_JITTER,
     URGENT_QUEUE_NAME,
 )
-from engine.storage.models import Job, Lane
+from engine.storage.models import Job, JobKind, Lane
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class JobQueue:
         """
         try:
             await self.redis.enqueue_job(
-                RECONCILE_FUNCTION,
+                INVENTORY_FUNCTION if job.kind == JobKind.inventory else RECONCILE_FUNCTION,
                 job.id,
                 job.attempt,
                 _job_id=arq_job_id(job),

@@ -13,6 +13,8 @@ from engine.automation.browser import BrowserPool
 from engine.automation.totp import RedisTotpLedger
 from engine.constants import (
     ARQ_MAX_TRIES,
+    INVENTORY_FUNCTION,
+    INVENTORY_TIMEOUT_S,
     JOB_TIMEOUT_S,
     KEEP_RESULT_S,
     RECONCILE_FUNCTION,
@@ -178,7 +180,10 @@ def build_worker(
     slots = settings.worker_urgent_slots if lane == Lane.urgent else settings.worker_max_jobs
     return UsherWorker(
         redis_url=redis_url,
-        functions=[func(reconcile_job, name=RECONCILE_FUNCTION)],
+        functions=[
+            func(reconcile_job, name=RECONCILE_FUNCTION),
+            func(reconcile_job, name=INVENTORY_FUNCTION, timeout=INVENTORY_TIMEOUT_S),
+        ],
         queue_name=LANE_QUEUES[lane],
         redis_settings=redis_settings(redis_url),
         on_startup=shared.startup,
