@@ -55,6 +55,8 @@ from engine.storage.models import (
     Identity,
     Integration,
     Job,
+    JobKind,
+    JobStatus,
     Onboarding,
     utcnow,
 )
@@ -151,11 +153,12 @@ async def _inventoried(session: AsyncSession, settings: Settings, vault: Vault) 
 
 async def _claim_due(db: Database, integration_id: str, every_s: float) -> Job | None:
     """Take one integration's due inventory for this worker and queue it; None if another
-    worker took it first (the compare-and-set on `next_inventory_at` lets one through)."""
+    worker took it first (the compare-and-set on `next_inventory_at` lets one through), or
+    while one still runs: a long import is not queued again behind itself."""
     now = utcnow()
     async with db.session() as session:
         integration = await session.get(Integration, integration_id)
-        if integration is None:
+        if integration is None or await _inventory_running(session, integration_id):
             return None
         importing = integration.onboarding == Onboarding.importing
         later = now + timedelta(seconds=IMPORT_RETRY_S if importing else every_s)
@@ -169,6 +172,16 @@ async def _claim_due(db: Database, integration_id: str, every_s: float) -> Job |
         job = await state.ensure_inventory(session, integration_id, actor=AUDIT_SYSTEM_ACTOR)
         await session.commit()
         return job
+
+
+async def _inventory_running(session: AsyncSession, integration_id: str) -> bool:
+    """Tell whether an inventory of the integration is running now."""
+    query = select(Job.id).where(
+        Job.integration_id == integration_id,
+        Job.kind == JobKind.inventory,
+        Job.status == JobStatus.running,
+    )
+    return (await session.exec(query.limit(1))).first() is not None
 
 
 async def schedule_due(db: Database, settings: Settings, vault: Vault) -> list[Job]:

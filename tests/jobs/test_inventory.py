@@ -330,6 +330,35 @@ async def test_remediation_deactivates_orphans_only_within_the_guards_hour(
     assert findings.remediation.held == ["u1", "u2"]
 
 
+async def test_an_import_still_running_is_not_queued_again_when_it_falls_due(
+    database: Database, settings: Settings
+) -> None:
+    """A long import is still running when its next try falls due: the timer queues
+    nothing behind it; once it ended, the next due pass queues the next run."""
+    integration_id = await connect(database, settings, import_accounts=False)
+    vault = Vault.from_path(settings.vault_key_path)
+    async with database.session() as session:
+        first = await state.ensure_inventory(session, integration_id, actor="a")
+        await session.commit()
+    lease = await running(database, first)
+
+    async def due_now() -> list[Job]:
+        async with database.session() as session:
+            await session.exec(
+                update(Integration)
+                .where(col(Integration.id) == integration_id)
+                .values(next_inventory_at=utcnow() - timedelta(seconds=1))
+            )
+            await session.commit()
+        jobs = await schedule_due(database, settings, vault)
+        return [job for job in jobs if job.integration_id == integration_id]
+
+    assert await due_now() == []
+    await state.finish(database, lease, JobStatus.succeeded, None)
+    [next_run] = await due_now()
+    assert next_run.kind == JobKind.inventory and next_run.id != first.id
+
+
 async def test_an_inventory_is_single_flight_per_integration(
     database: Database, settings: Settings
 ) -> None:
