@@ -191,7 +191,7 @@ async def reopen(db: Database, integration_id: str) -> None:
 async def due_probes(db: Database, *, cooldown_s: float) -> Sequence[str]:
     """Return the integrations whose open breaker has cooled down."""
     cutoff = utcnow() - timedelta(seconds=cooldown_s)
-    async with db.session() as session:
+    async with db.reader() as session:
         query = select(Integration.id).where(
             Integration.breaker == BreakerState.open,
             col(Integration.breaker_changed_at) <= cutoff,

@@ -665,8 +665,9 @@ async def reclaim(db: Database, job_id: str, *, max_attempts: int) -> str | None
 
 
 async def lapsed_jobs(db: Database) -> Sequence[str]:
-    """Return the ids of running jobs whose lease has lapsed."""
-    async with db.session() as session:
+    """Return the ids of running jobs whose lease has lapsed (a read: every relay pass of
+    every worker asks, and an idle worker must not take SQLite's write lock for it)."""
+    async with db.reader() as session:
         query = select(Job.id).where(
             Job.status == JobStatus.running, col(Job.lease_until) < utcnow()
         )
@@ -681,7 +682,7 @@ async def due_jobs(db: Database, *, identity_id: str | None = None) -> Sequence[
     )
     if identity_id is not None:
         query = query.where(Job.identity_id == identity_id)
-    async with db.session() as session:
+    async with db.reader() as session:
         return (await session.exec(query)).all()
 
 

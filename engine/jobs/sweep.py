@@ -43,7 +43,7 @@ async def behind(
     )
     if integration_id is not None:
         query = query.where(Identity.integration_id == integration_id)
-    async with db.session() as session:
+    async with db.reader() as session:
         return [(row[0], row[1]) for row in (await session.exec(query)).all()]
 
 

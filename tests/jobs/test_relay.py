@@ -1,17 +1,24 @@
 """The relay on SQLite and PostgreSQL with a real Redis: reclaim, supersede, deliver."""
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from engine.constants import QUEUE_NAME
-from engine.jobs import state
+from engine.jobs import breaker, state
+from engine.jobs.alerts import deliver_due
 from engine.jobs.queue import JobQueue, arq_job_id
 from engine.jobs.relay import relay
+from engine.jobs.sweep import sweep
+from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.models import JobStatus
+from engine.storage.vault import Vault
+from tests.databases import Backend, migrate
 from tests.harness import other_redis_db
 from tests.jobs.support import JOBS_REDIS_DB, lapse, new_identity, pending_job, reload, running_job
+from tests.scim.directory import recording
 
 
 @pytest.fixture
@@ -82,3 +89,28 @@ async def test_a_job_held_for_a_busy_identity_is_not_delivered_early(
     await state.finish(database, first.lease, JobStatus.succeeded, None)
     await queue.enqueue_all(await state.release_next(database, first.job))
     assert arq_job_id(newer) in await queued_ids(queue)
+
+
+async def test_an_idle_workers_maintenance_never_takes_the_sqlite_write_lock(
+    tmp_path: Path, queue: JobQueue
+) -> None:
+    """Each pass of every worker looks for lapsed leases, due jobs, cooled breakers, due
+    alerts and identities behind: with nothing to do it only reads, so a worker that is
+    stopped (or slow) between passes never holds up the API's writes."""
+    backend = Backend(f"sqlite+aiosqlite:///{tmp_path / 'usher.db'}")
+    await migrate(backend)
+    database = backend.database()
+    settings = Settings(data_dir=tmp_path / "var")
+    settings.ensure_data_dir()
+    try:
+        with recording(database) as statements:
+            assert await relay(database, queue, max_attempts=3) == (0, 0)
+            assert await breaker.due_probes(database, cooldown_s=0) == []
+            assert (
+                await deliver_due(database, Vault.from_path(settings.vault_key_path), settings) == 0
+            )
+            assert await sweep(database, queue, base_s=1, cap_s=1, limit=10) == 0
+        begun = [sql for sql, _params, _many in statements.statements if sql.startswith("BEGIN")]
+        assert begun and "BEGIN IMMEDIATE" not in begun
+    finally:
+        await database.dispose()
