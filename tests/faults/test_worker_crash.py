@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from arq.constants import in_progress_key_prefix
+from redis.asyncio import Redis
 
 from engine.constants import LOGIN_LOCK_S
 from engine.storage.models import Job, JobStatus, utcnow
@@ -65,6 +67,22 @@ async def wait_running_on(stack: Stack, identity_id: str, pid: int) -> Job:
     raise AssertionError(f"the victim never ran {identity_id}\n{stack.logs()}")
 
 
+async def wait_idle(stack: Stack) -> None:
+    """Wait until no worker runs a job: a job's status is final a moment before its run ends
+    (its integration's health, the next job released), and a worker stopped in between
+    would hold SQLite's write lock."""
+    client = Redis.from_url(stack.redis.url)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not await client.keys(f"{in_progress_key_prefix}*"):
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+    raise AssertionError(f"the workers never went idle\n{stack.logs()}")
+
+
 async def wait_moment(what: str, happened: "object") -> None:
     """Poll Acme (in this process) every 10 ms until the moment to kill has come."""
     deadline = time.monotonic() + 60
@@ -98,6 +116,7 @@ async def test_a_worker_killed_mid_job(
             fresh = Okta(await stack.connect(acme), client)
             warm = await create_all([(busy, f"warm{n}@example.com") for n in range(2)])
             await wait_settled(stack.db, warm.values(), 90, stack)  # busy keeps a session
+            await wait_idle(stack)
 
             survivor, victim = stack.pid_of("survivor"), stack.pid_of("victim")
             acme.state.slow_ms = SLOW_MS
