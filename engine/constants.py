@@ -125,6 +125,8 @@ ASSIGNMENT_LIST_LIMIT: Final = 500
 """The most assignments one listing returns, newest first."""
 ASSIGNMENT_TTL_MAX_S: Final = 10 * 366 * 24 * 3600
 """The longest `ttl_seconds` an assignment may ask for: ten years."""
+SCIM_BUSY_RETRY_AFTER_S: Final = 2
+"""The Retry-After of a SCIM write answered 503 because the database stayed busy."""
 
 CHROMIUM_SYSTEM_PATH: Final = "/usr/bin/chromium"
 """Debian's Chromium (package chromium): the browser a headed run (`replay --headed`) shows."""

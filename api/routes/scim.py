@@ -12,13 +12,12 @@ from scim2_server.responses import ScimResponse
 
 from api.deps import DbDep, QueueDep
 from engine.constants import JOB_ID_HEADER, SCIM_MAX_BODY_BYTES
-from engine.scim.service import serve_scim
+from engine.scim.service import ERROR_SCHEMA, serve_scim
 
 router = APIRouter(tags=["scim"])
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 """Every method, so that scim2-server answers the unsupported ones with a SCIM 405."""
 URL_HEADERS = frozenset({"location", "content-location"})
-ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 SCIM_PREFIX = "/scim/"
 
 

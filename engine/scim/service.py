@@ -1,6 +1,8 @@
 """One SCIM request served end to end, so that the HTTP route only reads, calls and enqueues."""
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from http import HTTPStatus
 from typing import NamedTuple
 
 from scim2_models import UnauthorizedException
@@ -8,9 +10,10 @@ from scim2_server.handler import AsyncScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.constants import SCIM_BUSY_RETRY_AFTER_S
 from engine.jobs.outbox import Outbox
 from engine.scim.cache import Tenant
 from engine.scim.columns import storable
@@ -18,11 +21,15 @@ from engine.scim.dialect import normalise_body, normalise_query
 from engine.scim.log import log_entry, log_refused
 from engine.scim.provider import AppService, ScimServices
 from engine.scim.storage import SqlScimStorage
-from engine.storage.db import Database
+from engine.storage.db import Database, WriteLockTimeout
 from engine.storage.models import Integration, Job
 from engine.storage.tokens import same_hash
 
+log = logging.getLogger(__name__)
+
 REFUSED = "a valid bearer token for this integration is required"
+BUSY = "the database is busy with other writes; send the request again shortly"
+ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 WRITES = frozenset(
     {Operation.create, Operation.replace, Operation.patch, Operation.delete, Operation.bulk}
 )
@@ -34,6 +41,24 @@ class Served(NamedTuple):
 
     response: ScimResponse
     jobs: list[Job]
+
+
+def too_busy(error: BaseException) -> bool:
+    """Tell whether an error is the database too busy to take a write in time (SQLite's lock
+    held by another process past the busy timeout): the request is worth sending again."""
+    if isinstance(error, WriteLockTimeout):
+        return True
+    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
+
+
+def busy(integration_id: str) -> ScimResponse:
+    """Answer a request the busy database could not take with a 503 and when to retry."""
+    log.warning(
+        "integration %s: a SCIM write found the database busy; answered 503", integration_id
+    )
+    body = {"schemas": [ERROR_SCHEMA], "status": "503", "detail": BUSY}
+    headers = {"Retry-After": str(SCIM_BUSY_RETRY_AFTER_S)}
+    return ScimResponse(HTTPStatus.SERVICE_UNAVAILABLE, body, headers)
 
 
 def bearer(request: ScimRequest) -> str | None:
@@ -126,7 +151,12 @@ async def serve_scim(
         else:
             response, logged = await _read(db, services, app, tenant, scim_request, path), True
     except Exception as exception:
-        response = front.handle_exception(scim_request, exception)
+        if not too_busy(exception):
+            response = front.handle_exception(scim_request, exception)
+        else:
+            response = busy(integration_id)
+            services.log.keep(db, log_entry(integration_id, method, path, 503, None, []))
+            logged = True  # with the next batch: the busy database would only wait again
     status = int(response.status)
     if status >= 400 and not logged and storable(integration_id):
         refused = log_entry(integration_id, method, path, status, None, [])

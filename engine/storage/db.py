@@ -7,6 +7,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -96,7 +97,7 @@ class WriteLock:
             lock.release()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(busy_timeout_ms: int, dbapi_connection: Any, _record: Any) -> None:
     """Let the API and workers share one SQLite file: WAL, a busy timeout, foreign keys.
 
     The driver's own transaction handling is turned off so that `_begin_immediate`
@@ -105,7 +106,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
@@ -133,11 +134,12 @@ def _begin(writes: WriteLock) -> Callable[[Connection], None]:
     return begin
 
 
-def _sqlite_engine(url: str) -> AsyncEngine:
-    """Create a SQLite engine whose writers queue in the process before SQLite's lock."""
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+def _sqlite_engine(url: str, busy_timeout_ms: int) -> AsyncEngine:
+    """Create a SQLite engine whose writers queue in the process before SQLite's lock, and
+    wait at most `busy_timeout_ms` for another process's writer."""
+    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
     writes = WriteLock()
-    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, busy_timeout_ms))
     event.listen(engine.sync_engine, "begin", _begin(writes))
     for released in ("checkin", "close", "detach", "invalidate"):
         event.listen(engine.sync_engine, released, writes.give_back)
@@ -169,10 +171,10 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine, "checkout", checked_out)
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> AsyncEngine:
     """Create the async engine for a database URL."""
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, sqlite_busy_timeout_ms)
     engine = create_async_engine(url, pool_size=10, max_overflow=10)
     _ping_when_idle(engine)
     return engine
@@ -181,10 +183,10 @@ def make_engine(url: str) -> AsyncEngine:
 class Database:
     """Own the engine and hand out sessions; one per process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
         self.url = url
         install_hooks()
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
 
     @classmethod

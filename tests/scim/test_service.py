@@ -2,18 +2,22 @@
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from scim2_models import PayloadTooLargeException
 from sqlmodel import select
 
 from engine.apps.integrations import create_integration, rotate_token
+from engine.constants import SCIM_BUSY_RETRY_AFTER_S
 from engine.scim.provider import ScimServices
-from engine.scim.service import Served, serve_scim
+from engine.scim.service import BUSY, Served, serve_scim
 from engine.settings import Settings
 from engine.storage.db import Database
 from engine.storage.models import Identity, ScimRequest
+from tests.databases import Backend, migrate
 from tests.harness import ROOT
 from tests.scim.conftest import SCIM_JSON, USER_SCHEMA
 from tests.scim.directory import StatementLog, recording
@@ -254,6 +258,60 @@ async def test_simultaneous_posts_of_one_username_create_one_user(
         ).all()
     assert len(users) == 1
     assert sorted(row.status for row in logged) == statuses
+
+
+async def test_a_write_the_busy_database_cannot_take_is_answered_503_to_retry(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """Another process holds SQLite's write lock past the busy timeout: the POST is answered
+    503 with a Retry-After (an IdP sends it again), not 500, and nothing is half-written;
+    sent again once the lock is free, it creates the user. Both answers are in the log."""
+    path = tmp_path / "usher.db"
+    await migrate(Backend(f"sqlite+aiosqlite:///{path}"))
+    database = Database(f"sqlite+aiosqlite:///{path}", sqlite_busy_timeout_ms=200)
+    services = ScimServices(settings)
+    try:
+        async with database.session() as session:
+            integration, token = await create_integration(
+                session, settings, app="acme", base_url="http://127.0.0.1:9"
+            )
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            refused = await serve(
+                database,
+                services,
+                settings,
+                integration.id,
+                token,
+                "POST",
+                "Users",
+                user_named("busy.day@example.com"),
+            )
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert int(refused.response.status) == 503 and refused.jobs == []
+        assert refused.response.headers["Retry-After"] == str(SCIM_BUSY_RETRY_AFTER_S)
+        assert refused.response.body is not None
+        assert refused.response.body["detail"] == BUSY
+        again = await serve(
+            database,
+            services,
+            settings,
+            integration.id,
+            token,
+            "POST",
+            "Users",
+            user_named("busy.day@example.com"),
+        )
+        assert int(again.response.status) == 201 and len(again.jobs) == 1
+        await services.close(database)
+        async with database.reader() as session:
+            logged = (await session.exec(select(ScimRequest.status))).all()
+        assert sorted(logged) == [201, 503]
+    finally:
+        await database.dispose()
 
 
 async def test_a_read_never_takes_the_write_lock_and_its_log_line_follows(
