@@ -180,9 +180,9 @@ class FlowRunner:
         self.fragments: dict[str, str] = {}
         self.calling: tuple[Fragment, dict[str, str]] | None = None
         self.focus: PwLocator | None = None
+        """The element the current step acts on or asserts, outlined in its screenshot."""
         self.marks = 0
         """Screenshots that marked their step's element so far: each mark's number."""
-        """The element the current step acts on or asserts, outlined in its screenshot."""
         self.missed: str | None = None
         """The current step's locators that found nothing before one of its fallbacks did."""
         page.on("request", lambda request: self.network.append(("request", request.url)))
