@@ -12,7 +12,7 @@ from scim2_server.responses import ScimResponse
 
 from api.deps import DbDep, QueueDep
 from engine.constants import JOB_ID_HEADER, SCIM_MAX_BODY_BYTES
-from engine.scim.service import ERROR_SCHEMA, serve_scim
+from engine.scim.service import scim_error, serve_scim
 
 router = APIRouter(tags=["scim"])
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -54,8 +54,7 @@ def _to_response(response: ScimResponse) -> Response:
 
 def http_error(status_code: int, detail: str) -> Response:
     """Answer an error raised before the SCIM route (no route matched) as a SCIM error."""
-    body = {"schemas": [ERROR_SCHEMA], "status": str(status_code), "detail": detail}
-    return _to_response(ScimResponse(HTTPStatus(status_code), body))
+    return _to_response(scim_error(HTTPStatus(status_code), detail))
 
 
 @router.api_route("/scim/v2/{integration_id}", methods=METHODS, include_in_schema=False)

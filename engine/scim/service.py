@@ -10,7 +10,7 @@ from scim2_server.handler import AsyncScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.constants import SCIM_BUSY_RETRY_AFTER_S
@@ -21,7 +21,7 @@ from engine.scim.dialect import normalise_body, normalise_query
 from engine.scim.log import log_entry, log_refused
 from engine.scim.provider import AppService, ScimServices
 from engine.scim.storage import SqlScimStorage
-from engine.storage.db import Database, WriteLockTimeout
+from engine.storage.db import Database, database_busy
 from engine.storage.models import Integration, Job
 from engine.storage.tokens import same_hash
 
@@ -43,12 +43,12 @@ class Served(NamedTuple):
     jobs: list[Job]
 
 
-def too_busy(error: BaseException) -> bool:
-    """Tell whether an error is the database too busy to take a write in time (SQLite's lock
-    held by another process past the busy timeout): the request is worth sending again."""
-    if isinstance(error, WriteLockTimeout):
-        return True
-    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
+def scim_error(
+    status: HTTPStatus, detail: str, headers: dict[str, str] | None = None
+) -> ScimResponse:
+    """Return a SCIM error response built here rather than by scim2-server."""
+    body = {"schemas": [ERROR_SCHEMA], "status": str(int(status)), "detail": detail}
+    return ScimResponse(status, body, headers or {})
 
 
 def busy(integration_id: str) -> ScimResponse:
@@ -56,9 +56,8 @@ def busy(integration_id: str) -> ScimResponse:
     log.warning(
         "integration %s: a SCIM write found the database busy; answered 503", integration_id
     )
-    body = {"schemas": [ERROR_SCHEMA], "status": "503", "detail": BUSY}
-    headers = {"Retry-After": str(SCIM_BUSY_RETRY_AFTER_S)}
-    return ScimResponse(HTTPStatus.SERVICE_UNAVAILABLE, body, headers)
+    retry = {"Retry-After": str(SCIM_BUSY_RETRY_AFTER_S)}
+    return scim_error(HTTPStatus.SERVICE_UNAVAILABLE, BUSY, retry)
 
 
 def bearer(request: ScimRequest) -> str | None:
@@ -151,7 +150,7 @@ async def serve_scim(
         else:
             response, logged = await _read(db, services, app, tenant, scim_request, path), True
     except Exception as exception:
-        if not too_busy(exception):
+        if not database_busy(exception):
             response = front.handle_exception(scim_request, exception)
         else:
             response = busy(integration_id)

@@ -14,7 +14,7 @@ from typing import IO, Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, text
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only
@@ -95,6 +95,15 @@ class WriteLock:
         if lock is not None and lock.locked():
             self._holders.pop(lock, None)
             lock.release()
+
+
+def database_busy(error: BaseException) -> bool:
+    """Tell whether an error is the database too busy to begin a write in time: this
+    process's writer queue, or SQLite's lock held by another process past the busy timeout.
+    What failed so is worth trying again."""
+    if isinstance(error, WriteLockTimeout):
+        return True
+    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
 
 
 def _sqlite_pragmas(busy_timeout_ms: int, dbapi_connection: Any, _record: Any) -> None:
