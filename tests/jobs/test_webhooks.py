@@ -45,6 +45,18 @@ def settings_in(tmp_path: Path) -> Settings:
     return settings
 
 
+async def alert_to_nowhere(database: Database, settings: Settings, integration_id: str) -> None:
+    """Give an integration a webhook nobody listens on: its alerts are queued, never sent."""
+    async with database.session() as session:
+        await set_webhook(
+            session,
+            Vault.from_path(settings.vault_key_path),
+            integration_id,
+            "http://127.0.0.1:9/",
+            actor="t",
+        )
+
+
 async def deliveries(database: Database, integration_id: str) -> list[WebhookDelivery]:
     """Return an integration's deliveries, newest first."""
     async with database.session() as session:
@@ -106,7 +118,6 @@ async def test_only_jobs_that_need_a_person_and_a_broken_integration_alert(
     """A success alerts nobody; a blocked job, a job whose dead worker's lease lapsed on its
     last attempt and an opened breaker do; an integration with no webhook queues nothing."""
     settings = settings_in(tmp_path)
-    vault = Vault.from_path(settings.vault_key_path)
     silent = await new_identity(database)
     nobody = await running_job(database, silent)
     assert nobody.lease is not None
@@ -114,8 +125,7 @@ async def test_only_jobs_that_need_a_person_and_a_broken_integration_alert(
     assert await deliveries(database, silent.integration_id) == []
 
     identity = await new_identity(database)
-    async with database.session() as session:
-        await set_webhook(session, vault, identity.integration_id, "http://127.0.0.1:9/", actor="t")
+    await alert_to_nowhere(database, settings, identity.integration_id)
     ok = await running_job(database, identity)
     assert ok.lease is not None
     await state.finish(database, ok.lease, JobStatus.succeeded, None)
@@ -143,14 +153,7 @@ def test_set_webhook_shows_the_secret_once_and_show_lists_deliveries(tmp_path: P
         await database.migrate()
         try:
             identity = await new_identity(database)
-            async with database.session() as session:
-                await set_webhook(
-                    session,
-                    Vault.from_path(settings.vault_key_path),
-                    identity.integration_id,
-                    "http://127.0.0.1:9/",
-                    actor="t",
-                )
+            await alert_to_nowhere(database, settings, identity.integration_id)
             claimed = await running_job(database, identity)
             assert claimed.lease is not None
             await state.finish(database, claimed.lease, JobStatus.action_required, "CAPTCHA")
@@ -234,14 +237,7 @@ async def test_an_inventory_failing_again_alerts_once_until_one_succeeds(
     inventory that succeeded, the next failure alerts again."""
     settings = settings_in(tmp_path)
     identity = await new_identity(database)
-    async with database.session() as session:
-        await set_webhook(
-            session,
-            Vault.from_path(settings.vault_key_path),
-            identity.integration_id,
-            "http://127.0.0.1:9/",
-            actor="t",
-        )
+    await alert_to_nowhere(database, settings, identity.integration_id)
     for status in (JobStatus.failed, JobStatus.failed, JobStatus.blocked):
         await ended_inventory(database, identity.integration_id, status)
     assert [d.event for d in await deliveries(database, identity.integration_id)] == ["job.failed"]

@@ -156,6 +156,20 @@ def user_named(name: str) -> Callable[[], Awaitable[bytes]]:
     return body_of({"schemas": [USER_SCHEMA], "userName": name})
 
 
+async def post_user(
+    db: Database,
+    services: ScimServices,
+    settings: Settings,
+    integration_id: str,
+    token: str,
+    name: str,
+) -> Served:
+    """POST /Users one userName, as an IdP creates a user."""
+    return await serve(
+        db, services, settings, integration_id, token, "POST", "Users", user_named(name)
+    )
+
+
 def said(statements: StatementLog, start: str) -> list[str]:
     """Return the statements that begin with a verb or phrase, such as BEGIN IMMEDIATE."""
     return [sql for sql, _params, _many in statements.statements if sql.startswith(start)]
@@ -178,28 +192,14 @@ async def test_a_post_is_one_write_transaction_without_redundant_round_trips(
         integration, token = await create_integration(
             session, settings, app="acme", base_url="http://127.0.0.1:9"
         )
-    first = await serve(
-        sqlite_database,
-        services,
-        settings,
-        integration.id,
-        token,
-        "POST",
-        "Users",
-        user_named("first.post@example.com"),
+    first = await post_user(
+        sqlite_database, services, settings, integration.id, token, "first.post@example.com"
     )
     assert int(first.response.status) == 201
 
     with recording(sqlite_database) as statements:
-        second = await serve(
-            sqlite_database,
-            services,
-            settings,
-            integration.id,
-            token,
-            "POST",
-            "Users",
-            user_named("second.post@example.com"),
+        second = await post_user(
+            sqlite_database, services, settings, integration.id, token, "second.post@example.com"
         )
 
     assert int(second.response.status) == 201 and len(second.jobs) == 1
@@ -227,19 +227,7 @@ async def test_simultaneous_posts_of_one_username_create_one_user(
         )
     names = ["Same.Time@example.com", "same.time@example.com"] * 4
     served = await asyncio.gather(
-        *(
-            serve(
-                database,
-                services,
-                settings,
-                integration.id,
-                token,
-                "POST",
-                "Users",
-                user_named(name),
-            )
-            for name in names
-        )
+        *(post_user(database, services, settings, integration.id, token, name) for name in names)
     )
     statuses = sorted(int(s.response.status) for s in served)
     assert statuses == [201] + [409] * 7
@@ -278,15 +266,8 @@ async def test_a_write_the_busy_database_cannot_take_is_answered_503_to_retry(
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         try:
-            refused = await serve(
-                database,
-                services,
-                settings,
-                integration.id,
-                token,
-                "POST",
-                "Users",
-                user_named("busy.day@example.com"),
+            refused = await post_user(
+                database, services, settings, integration.id, token, "busy.day@example.com"
             )
         finally:
             holder.execute("ROLLBACK")
@@ -295,15 +276,8 @@ async def test_a_write_the_busy_database_cannot_take_is_answered_503_to_retry(
         assert refused.response.headers["Retry-After"] == str(SCIM_BUSY_RETRY_AFTER_S)
         assert refused.response.body is not None
         assert refused.response.body["detail"] == BUSY
-        again = await serve(
-            database,
-            services,
-            settings,
-            integration.id,
-            token,
-            "POST",
-            "Users",
-            user_named("busy.day@example.com"),
+        again = await post_user(
+            database, services, settings, integration.id, token, "busy.day@example.com"
         )
         assert int(again.response.status) == 201 and len(again.jobs) == 1
         await services.close(database)
@@ -324,15 +298,8 @@ async def test_a_read_never_takes_the_write_lock_and_its_log_line_follows(
         integration, token = await create_integration(
             session, settings, app="acme", base_url="http://127.0.0.1:9"
         )
-    created = await serve(
-        sqlite_database,
-        services,
-        settings,
-        integration.id,
-        token,
-        "POST",
-        "Users",
-        user_named("looked.up@example.com"),
+    created = await post_user(
+        sqlite_database, services, settings, integration.id, token, "looked.up@example.com"
     )
     assert int(created.response.status) == 201
     look_up = {"filter": 'userName eq "looked.up@example.com"'}
