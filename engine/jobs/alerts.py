@@ -47,6 +47,7 @@ from engine.storage.models import (
     JobKind,
     JobStatus,
     WebhookDelivery,
+    inventories_of,
     utcnow,
 )
 from engine.storage.vault import Vault, VaultError
@@ -121,8 +122,7 @@ async def _inventory_failing_already(session: AsyncSession, job: Job) -> bool:
     query = (
         select(Job.status)
         .where(
-            Job.integration_id == job.integration_id,
-            Job.kind == JobKind.inventory,
+            *inventories_of(job.integration_id),
             Job.id != job.id,
             col(Job.finished_at).is_not(None),
         )

@@ -55,9 +55,9 @@ from engine.storage.models import (
     Identity,
     Integration,
     Job,
-    JobKind,
     JobStatus,
     Onboarding,
+    inventories_of,
     utcnow,
 )
 from engine.storage.vault import Vault
@@ -176,11 +176,7 @@ async def _claim_due(db: Database, integration_id: str, every_s: float) -> Job |
 
 async def _inventory_running(session: AsyncSession, integration_id: str) -> bool:
     """Tell whether an inventory of the integration is running now."""
-    query = select(Job.id).where(
-        Job.integration_id == integration_id,
-        Job.kind == JobKind.inventory,
-        Job.status == JobStatus.running,
-    )
+    query = select(Job.id).where(*inventories_of(integration_id), Job.status == JobStatus.running)
     return (await session.exec(query.limit(1))).first() is not None
 
 

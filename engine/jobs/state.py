@@ -34,6 +34,7 @@ from engine.storage.models import (
     JobKind,
     JobStatus,
     Lane,
+    inventories_of,
     utcnow,
 )
 
@@ -163,7 +164,7 @@ def _flight(job: Job) -> list:
     """Return what a job's single flight is keyed by: its identity, its group, or (for an
     inventory) its integration."""
     if job.kind == JobKind.inventory:
-        return [Job.integration_id == job.integration_id, Job.kind == JobKind.inventory]
+        return inventories_of(job.integration_id)
     if job.identity_id is not None:
         return [Job.identity_id == job.identity_id]
     return [Job.group_id == job.group_id]
@@ -249,11 +250,7 @@ async def ensure_inventory(session: AsyncSession, integration_id: str, *, actor:
     One pending inventory per integration (a partial unique index): a second request, or
     another worker's daily pass, gets the same job.
     """
-    query = select(Job).where(
-        Job.integration_id == integration_id,
-        Job.kind == JobKind.inventory,
-        col(Job.status).in_(PENDING),
-    )
+    query = select(Job).where(*inventories_of(integration_id), col(Job.status).in_(PENDING))
     existing = (await session.exec(query)).first()
     if existing is not None:
         return existing

@@ -497,6 +497,11 @@ class Job(SQLModel, table=True):
     )
 
 
+def inventories_of(integration_id: str) -> list[Any]:
+    """Return the conditions selecting an integration's inventory jobs: their one flight."""
+    return [Job.integration_id == integration_id, Job.kind == JobKind.inventory]
+
+
 class Action(SQLModel, table=True):
     """One flow run inside a job (create_user, grant_entitlement, ...)."""
 
