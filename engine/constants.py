@@ -88,6 +88,9 @@ MASK_COLOR: Final = "#FF00FF"
 OUTLINE_COLOR: Final = "#FF6A00"
 """The outline drawn around the element a step acted on or asserted, in its screenshot."""
 SCREENSHOT_TYPE: Final = "png"
+SCREENSHOT_TIMEOUT_S: Final = 10.0
+"""How long a step's picture may take, masks and all, before the step goes without one: a
+page whose renderer hangs must not hang the job."""
 STEP_TIMEOUT_MS: Final = 10_000
 NAVIGATION_TIMEOUT_MS: Final = 20_000
 REPEAT_MAX_ROUNDS: Final = 1000

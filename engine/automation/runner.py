@@ -28,13 +28,12 @@ from engine.automation.language import (
     render,
     uses_secret,
 )
+from engine.automation.screenshot import MARK_JS, Camera, Mark
 from engine.automation.totp import TotpLedger, fresh_code
 from engine.constants import (
     CLICK_QUIET_S,
     CLICK_SETTLE_S,
     FRAGMENT_MAX_DEPTH,
-    MASK_COLOR,
-    OUTLINE_COLOR,
     PAGER_SETTLE_S,
 )
 
@@ -49,26 +48,6 @@ ACTING = ("goto", "click", "fill", "select", "check", "uncheck", "press", "uploa
 STRICT_MODE = re.compile(r"strict mode violation: .*? resolved to (\d+) elements")
 COVERED = re.compile(r"- (.+?) intercepts pointer events")
 
-MARK_JS = """(els, token) => {
-  for (const old of document.querySelectorAll('[data-usher-step]')) delete old.dataset.usherStep;
-  const el = els[0];
-  if (!el) return false;
-  const box = el.getBoundingClientRect();
-  if (!box.width || !box.height || getComputedStyle(el).visibility === 'hidden') return false;
-  if (el.scrollIntoViewIfNeeded) el.scrollIntoViewIfNeeded(true);
-  else el.scrollIntoView({block: 'center', inline: 'nearest'});
-  el.dataset.usherStep = token;
-  return true;
-}"""
-"""Mark the first element of a locator for the step's screenshot if it is shown (a box, not
-visibility: hidden, as Playwright tells visible), scrolled into view, and take the marks of
-earlier steps off in its frame: one round trip, and it waits for nothing."""
-OUTLINE_CSS = (
-    '[data-usher-step="{token}"] {{ outline: 3px solid {color} !important;'
-    " outline-offset: 2px !important; }}"
-)
-"""The outline of the marked element, applied by the screenshot alone (Playwright adds the
-style for the picture and takes it off after): the page itself is never restyled."""
 STRIPPED_HTML_JS = """() => {
   const root = document.documentElement.cloneNode(true);
   for (const el of root.querySelectorAll('input, textarea, select, option')) {
@@ -183,6 +162,7 @@ class FlowRunner:
         """The element the current step acts on or asserts, outlined in its screenshot."""
         self.marks = 0
         """Screenshots that marked their step's element so far: each mark's number."""
+        self.camera = Camera(page)
         self.missed: str | None = None
         """The current step's locators that found nothing before one of its fallbacks did."""
         page.on("request", lambda request: self.network.append(("request", request.url)))
@@ -815,13 +795,12 @@ class FlowRunner:
         picture, so that it shows what the step proves.
         """
         masks = [self.page.locator("input[type=password]"), *self.secret_targets]
-        token = await self._mark(self.focus)
-        style = None if token is None else OUTLINE_CSS.format(token=token, color=OUTLINE_COLOR)
-        return await self.page.screenshot(
-            type="png", mask=masks, mask_color=MASK_COLOR, full_page=full_page, style=style
-        )
+        mark = await self._mark(self.focus)
+        if full_page:
+            return await self.camera.full_page(masks, mark)
+        return await self.camera.viewport(masks, mark, self.focus)
 
-    async def _mark(self, focus: PwLocator | None) -> str | None:
+    async def _mark(self, focus: PwLocator | None) -> Mark | None:
         """Scroll the step's element into view and mark it; return the mark, None when the
         element is not shown.
 
@@ -834,10 +813,10 @@ class FlowRunner:
         self.marks += 1
         token = f"{id(self):x}-{self.marks}"
         try:
-            shown = await focus.evaluate_all(MARK_JS, token)
+            top = await focus.evaluate_all(MARK_JS, token)
         except PlaywrightError:
             return None
-        return token if shown else None
+        return None if top is None else Mark(token, bool(top))
 
     async def _record(
         self,
@@ -872,7 +851,7 @@ class FlowRunner:
         try:
             shot = await self.screenshot(full_page=step.full_page)
             return [Artifact("screenshot", shot, "image/png", "png")]
-        except PlaywrightError as failure:
+        except (PlaywrightError, TimeoutError) as failure:
             self.console.append(f"usher: no screenshot: {_first_line(failure)}")
             return []
 

@@ -1,11 +1,13 @@
 """Run inline flows against small pages served over HTTP, keeping every step and artifact."""
 
+import io
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from playwright.async_api import Page
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -150,3 +152,15 @@ def evaluated(script: str) -> Callable[[Page], Awaitable[Any]]:
         return await page.evaluate(script)
 
     return read
+
+
+def rgb(colour: str) -> tuple[int, int, int]:
+    """Return the (red, green, blue) of a #RRGGBB colour."""
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return red, green, blue
+
+
+def pixels_of(png: bytes, colour: tuple[int, int, int]) -> int:
+    """Count the pixels of a screenshot painted in one colour."""
+    data = Image.open(io.BytesIO(png)).convert("RGB").tobytes()
+    return sum(1 for i in range(0, len(data), 3) if tuple(data[i : i + 3]) == colour)

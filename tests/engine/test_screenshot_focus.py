@@ -9,7 +9,7 @@ from PIL import Image
 from engine.automation.browser import BrowserPool
 from engine.constants import OUTLINE_COLOR
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import goto, html, run_flow, serve
+from tests.engine.flow_pages import goto, html, pixels_of, rgb, run_flow, serve
 
 VIEWPORT = {"width": 800, "height": 600}
 TALL = html(
@@ -26,7 +26,7 @@ VANISHING = html(
 )
 """A button the page removes as soon as it is marked for its outline, as a single-page app
 replaces the button a click sent: the screenshot must not wait for it to come back."""
-OUTLINE = tuple(int(OUTLINE_COLOR[i : i + 2], 16) for i in (1, 3, 5))
+OUTLINE = rgb(OUTLINE_COLOR)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,7 @@ def site() -> Iterator[ThreadedServer]:
 
 def outline_pixels(png: bytes) -> int:
     """Count the pixels painted in the outline's colour."""
-    data = Image.open(io.BytesIO(png)).convert("RGB").tobytes()
-    return sum(1 for i in range(0, len(data), 3) if tuple(data[i : i + 3]) == OUTLINE)
+    return pixels_of(png, OUTLINE)
 
 
 async def test_an_expect_below_the_fold_is_scrolled_to_and_outlined(
