@@ -56,7 +56,8 @@ GLASS_JS = """(els, [color, css, paint]) => {
     document.documentElement.appendChild(glass);
   }
   try { glass.hidePopover(); glass.showPopover(); } catch (e) {}
-  if (!paint) return;
+  const top = window === window.top;
+  if (!paint) return top;
   for (const el of els) {
     const r = el.getBoundingClientRect();
     if (!r.width || !r.height) continue;
@@ -66,9 +67,11 @@ GLASS_JS = """(els, [color, css, paint]) => {
       + `background:${color}`;
     glass.appendChild(box);
   }
+  return top;
 }"""
 """Put the frame's glass pane up (once per picture) with the picture's style, in the top
-layer; paint a box of the mask colour over each element when told to."""
+layer; paint a box of the mask colour over each element when told to. Return whether the
+frame is the page's top frame."""
 UNGLASS_JS = "() => document.querySelectorAll('x-usher-glass').forEach(pane => pane.remove())"
 """Take the frame's glass pane down, with its style: the page is as the flow left it."""
 
@@ -104,17 +107,21 @@ class Camera:
         missing, and the glass panes come down either way.
         """
         css = HIDE_CARET_CSS if mark is None else f"{mark.css} {HIDE_CARET_CSS}"
+        # Until every pane is known to be in the top frame, every frame's comes down.
+        framed = True
         try:
             async with asyncio.timeout(SCREENSHOT_TIMEOUT_S):
-                for mask in masks:
-                    await mask.evaluate_all(GLASS_JS, [MASK_COLOR, css, True])
+                tops = [
+                    await mask.evaluate_all(GLASS_JS, [MASK_COLOR, css, True]) for mask in masks
+                ]
                 if mark is not None and not mark.top and focus is not None:
-                    await focus.evaluate_all(GLASS_JS, [MASK_COLOR, css, False])
+                    tops.append(await focus.evaluate_all(GLASS_JS, [MASK_COLOR, css, False]))
+                framed = not all(tops)
                 return await self._capture()
         finally:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SCREENSHOT_TIMEOUT_S):
-                    await self._take_down()
+                    await self._take_down(framed)
 
     async def full_page(self, masks: list[PwLocator], mark: Mark | None) -> bytes:
         """Return a PNG of the whole page, masked and outlined by Playwright."""
@@ -135,8 +142,11 @@ class Camera:
         )
         return base64.b64decode(shot["data"])
 
-    async def _take_down(self) -> None:
-        """Take every frame's glass pane down; a frame that went away took its own."""
-        for frame in self.page.frames:
+    async def _take_down(self, framed: bool) -> None:
+        """Take the top frame's glass pane down, and every other frame's when `framed`: a
+        page full of iframes costs a round trip each only when a pane went into one. A frame
+        that went away took its own."""
+        frames = self.page.frames if framed else [self.page.main_frame]
+        for frame in frames:
             with contextlib.suppress(PlaywrightError):
                 await frame.evaluate(UNGLASS_JS)
