@@ -5,7 +5,7 @@ import io
 
 import httpx
 from arq.connections import create_pool
-from PIL import Image
+from PIL import Image, ImageColor
 from playwright.async_api import async_playwright
 from sqlmodel import select
 
@@ -89,7 +89,7 @@ async def test_okta_create_becomes_an_acme_account(
     image = Image.open(io.BytesIO(await fetch(usher, connected, shot["url"]))).convert("RGB")
     box = await password_box(acme)
     centre = (int(box["x"] + box["width"] / 2), int(box["y"] + box["height"] / 2))
-    mask = tuple(int(MASK_COLOR[i : i + 2], 16) for i in (1, 3, 5))
+    mask = ImageColor.getrgb(MASK_COLOR)
     assert image.getpixel(centre) == mask
     assert image.getpixel((int(box["x"]) + 3, int(box["y"]) + 3)) == mask
 

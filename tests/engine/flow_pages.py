@@ -154,13 +154,7 @@ def evaluated(script: str) -> Callable[[Page], Awaitable[Any]]:
     return read
 
 
-def rgb(colour: str) -> tuple[int, int, int]:
-    """Return the (red, green, blue) of a #RRGGBB colour."""
-    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
-    return red, green, blue
-
-
-def pixels_of(png: bytes, colour: tuple[int, int, int]) -> int:
+def pixels_of(png: bytes, colour: tuple[int, ...]) -> int:
     """Count the pixels of a screenshot painted in one colour."""
     data = Image.open(io.BytesIO(png)).convert("RGB").tobytes()
     return sum(1 for i in range(0, len(data), 3) if tuple(data[i : i + 3]) == colour)

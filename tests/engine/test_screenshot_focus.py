@@ -4,12 +4,12 @@ import io
 from collections.abc import Iterator
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageColor
 
 from engine.automation.browser import BrowserPool
 from engine.constants import OUTLINE_COLOR
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import goto, html, pixels_of, rgb, run_flow, serve
+from tests.engine.flow_pages import goto, html, pixels_of, run_flow, serve
 
 VIEWPORT = {"width": 800, "height": 600}
 TALL = html(
@@ -26,7 +26,7 @@ VANISHING = html(
 )
 """A button the page removes as soon as it is marked for its outline, as a single-page app
 replaces the button a click sent: the screenshot must not wait for it to come back."""
-OUTLINE = rgb(OUTLINE_COLOR)
+OUTLINE = ImageColor.getrgb(OUTLINE_COLOR)
 
 
 @pytest.fixture(scope="module")

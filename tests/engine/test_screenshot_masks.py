@@ -9,16 +9,16 @@ from collections.abc import Iterator
 
 import pyotp
 import pytest
-from PIL import Image
+from PIL import Image, ImageColor
 
 from engine.automation.browser import BrowserPool
 from engine.constants import MASK_COLOR, OUTLINE_COLOR
 from fixtures.server import ThreadedServer
-from tests.engine.flow_pages import evaluated, goto, html, pixels_of, rgb, run_flow, serve
+from tests.engine.flow_pages import evaluated, goto, html, pixels_of, run_flow, serve
 
 SEED = pyotp.random_base32()
-MASK = rgb(MASK_COLOR)
-OUTLINE = rgb(OUTLINE_COLOR)
+MASK = ImageColor.getrgb(MASK_COLOR)
+OUTLINE = ImageColor.getrgb(OUTLINE_COLOR)
 FIELD = "style='position:absolute;left:{x}px;top:{y}px;width:300px;height:40px'"
 SIGN_IN = html(
     f"<label for=u>User</label><input id=u {FIELD.format(x=20, y=40)}>"
