@@ -798,7 +798,7 @@ class FlowRunner:
         mark = await self._mark(self.focus)
         if full_page:
             return await self.camera.full_page(masks, mark)
-        return await self.camera.viewport(masks, mark, self.focus)
+        return await self.camera.viewport(masks, mark)
 
     async def _mark(self, focus: PwLocator | None) -> Mark | None:
         """Scroll the step's element into view and mark it; return the mark, None when the
@@ -816,7 +816,7 @@ class FlowRunner:
             top = await focus.evaluate_all(MARK_JS, token)
         except PlaywrightError:
             return None
-        return None if top is None else Mark(token, bool(top))
+        return None if top is None else Mark(focus, token, bool(top))
 
     async def _record(
         self,

@@ -80,6 +80,7 @@ UNGLASS_JS = "() => document.querySelectorAll('x-usher-glass').forEach(pane => p
 class Mark:
     """The step's element as marked for its picture."""
 
+    element: PwLocator
     token: str
     top: bool
     """In the page's top frame; else the outline's style goes into the element's frame."""
@@ -97,9 +98,7 @@ class Camera:
         self.page = page
         self.session: CDPSession | None = None
 
-    async def viewport(
-        self, masks: list[PwLocator], mark: Mark | None, focus: PwLocator | None
-    ) -> bytes:
+    async def viewport(self, masks: list[PwLocator], mark: Mark | None) -> bytes:
         """Return a PNG of the viewport with `masks` painted over and the mark outlined.
 
         Raises PlaywrightError when the page cannot give one (closed, crashed, navigating
@@ -114,8 +113,8 @@ class Camera:
                 tops = [
                     await mask.evaluate_all(GLASS_JS, [MASK_COLOR, css, True]) for mask in masks
                 ]
-                if mark is not None and not mark.top and focus is not None:
-                    tops.append(await focus.evaluate_all(GLASS_JS, [MASK_COLOR, css, False]))
+                if mark is not None and not mark.top:
+                    tops.append(await mark.element.evaluate_all(GLASS_JS, [MASK_COLOR, css, False]))
                 framed = not all(tops)
                 return await self._capture()
         finally:
